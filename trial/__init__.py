@@ -1,0 +1,1 @@
+"""CNN trial harness: config, data, model, training, and the NNI adapter (python -m trial)."""

@@ -1,0 +1,117 @@
+"""The trial entry point, every NNI config's `trialCommand`, and the local debug mode: `python -m trial ...`.
+
+Parameters merge as defaults < --params FILE < NNI's sampled parameters (or --sample SPACE.json outside NNI) <
+--smoke < command-line flags. Under NNI (NNI_PLATFORM set) it reports each epoch and the final metrics; outside NNI it
+shows a progress bar and prints a summary, and never imports nni.
+
+    python -m trial --dataset fmnist --smoke                          # one tiny epoch, end to end
+    python -m trial --params baselines/fmnist_deep.json --epochs 3    # a baseline, 3 epochs
+    python -m trial --sample search_spaces/fmnist.json --sample-seed 7
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from .config import FIELDS, ConfigError, load_params_file, params_digest, resolve
+from .data import DatasetError
+from .search_space import SearchSpaceError, sample_file
+from .train import train
+
+SMOKE = {"train_subset": 512, "val_size": 256, "epochs": 1}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m trial", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--params", help="JSON/YAML file of parameters (a baseline)")
+    p.add_argument("--sample", metavar="SPACE_JSON", help="outside NNI: draw the parameters from this search space")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of the --sample draw")
+    p.add_argument("--smoke", action="store_true", help=f"tiny run for CI: {SMOKE}")
+    p.add_argument("--data-dir", help="data directory (default: $CNNSEARCH_DATA, then the usual places)")
+    p.add_argument("--output-dir", help="where config, metrics and checkpoint go (default: $NNI_OUTPUT_DIR or runs/)")
+    g = p.add_argument_group("config overrides (highest precedence); see trial/config.py")
+    for name, f in FIELDS.items():
+        flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+        g.add_argument(*flags, dest=f"cfg_{name}", metavar=type(f.default).__name__.upper(), default=None)
+    return p.parse_args(argv)
+
+
+class NNIReporter:
+    """The three NNI calls, kept here so the rest of the harness never imports nni."""
+
+    def __init__(self):
+        import nni
+        self.nni = nni
+        self.params = nni.get_next_parameter() or {}
+        record = getattr(nni.trial, "_params", None) or {}
+        self.parameter_id = record.get("parameter_id")
+
+    def intermediate(self, metrics: dict) -> None:
+        self.nni.report_intermediate_result(metrics)
+
+    def final(self, metrics: dict) -> None:
+        # the dashboard wants numbers: drop strings, send booleans as 0/1
+        self.nni.report_final_result({k: (int(v) if isinstance(v, bool) else v) for k, v in metrics.items()
+                                      if isinstance(v, (int, float))})
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    under_nni = bool(os.environ.get("NNI_PLATFORM"))
+    reporter = NNIReporter() if under_nni else None
+    try:
+        file_params = load_params_file(args.params) if args.params else {}
+        if reporter:
+            sampled = reporter.params
+        else:
+            sampled = sample_file(args.sample, args.sample_seed) if args.sample else {}
+        cli = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+        cfg = resolve(file_params, sampled, SMOKE if args.smoke else {}, cli)
+    except (ConfigError, SearchSpaceError, OSError) as err:
+        print(f"error: invalid trial parameters: {err}", file=sys.stderr)
+        return 2
+
+    out = Path(args.output_dir or os.environ.get("NNI_OUTPUT_DIR")
+               or Path("runs") / f"{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}-{cfg.digest()}")
+    out.mkdir(parents=True, exist_ok=True)
+    provenance = {"sampled_params": sampled, "params_digest": params_digest(sampled), "config_digest": cfg.digest(),
+                  "parameter_id": reporter.parameter_id if reporter else None,
+                  "trial_id": os.environ.get("NNI_TRIAL_JOB_ID"), "host": platform.node(),
+                  "python": platform.python_version(), "argv": sys.argv}
+    (out / "trial.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+    try:
+        final = train(cfg, report=reporter.intermediate if reporter else None, output_dir=out,
+                      data_dir=args.data_dir, progress=not under_nni)
+    except (DatasetError, RuntimeError) as err:
+        print(f"error: trial failed: {err}", file=sys.stderr)
+        return 1
+    # the trial's own record of what it trained with travels with its result (NNI 3.0 can mis-pair its record)
+    final["params_digest"] = int(provenance["params_digest"], 16)
+    if isinstance(provenance["parameter_id"], int):
+        final["parameter_id"] = provenance["parameter_id"]
+    if reporter:
+        reporter.final(final)
+    else:
+        print(summary(cfg, final, out))
+    return 0
+
+
+def summary(cfg, final: dict, out: Path) -> str:
+    rows = [("dataset", cfg.dataset), ("blocks x filters", f"{cfg.conv_layers} x {cfg.channels()}"),
+            ("best val accuracy", f"{final['best_val_accuracy']:.4f} (epoch {final['best_epoch']})"),
+            ("test accuracy", f"{final['test_accuracy']:.4f}" if "test_accuracy" in final else "not evaluated"),
+            ("epochs run", final["epochs_run"]), ("parameters", f"{final['params']:,}"),
+            ("train seconds", f"{final['train_seconds']:.1f} on {final['device']}"), ("outputs", str(out))]
+    if final.get("error"):
+        rows.append(("DIVERGED", final["error"]))
+    return "\n".join(f"{k:>18}: {v}" for k, v in rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

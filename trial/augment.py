@@ -1,0 +1,49 @@
+"""Augmentation as batched tensor ops on the training device: no per-image Python, no DataLoader workers.
+
+28x28 sets: a random affine per image (shift, rotation, zoom) through one `affine_grid` + `grid_sample`.
+CIFAR-10: a random crop from the reflect-padded image (as one gather) and a random horizontal flip.
+Images arrive normalised, so the fill for pixels shifted in is the normalised background (pixel 0), not 0.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+SHIFT_PX = 2.0        # max translation, pixels (28x28 sets)
+ROTATE_DEG = 10.0     # max rotation, degrees
+ZOOM = 0.10           # scale drawn from [1 - ZOOM, 1 + ZOOM]
+CROP_PAD = 4          # CIFAR-10 reflect padding before the random crop, pixels
+
+
+def affine(x: torch.Tensor, fill: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random shift, rotation and zoom per image of x [N, C, H, W]; fill [C] is the value of the background."""
+    n, _, h, w = x.shape
+    rand = torch.rand(n, 4, device=x.device, generator=generator) * 2 - 1
+    angle = rand[:, 0] * math.radians(ROTATE_DEG)
+    scale = 1 + rand[:, 1] * ZOOM
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, rand[:, 2] * SHIFT_PX * 2 / w], 1),
+                         torch.stack([sin, cos, rand[:, 3] * SHIFT_PX * 2 / h], 1)], 1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    fill = fill.to(x.dtype).view(1, -1, 1, 1)
+    return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
+
+
+def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop of the reflect-padded image and a random horizontal flip, per image of x [N, C, H, W]."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (CROP_PAD,) * 4, mode="reflect")
+    offsets = torch.randint(0, 2 * CROP_PAD + 1, (n, 2), device=x.device, generator=generator)
+    rows = (torch.arange(h, device=x.device)[None] + offsets[:, :1])[:, :, None]     # [N, H, 1]
+    cols = (torch.arange(w, device=x.device)[None] + offsets[:, 1:])[:, None, :]     # [N, 1, W]
+    out = padded[torch.arange(n, device=x.device)[:, None, None], :, rows, cols]     # [N, H, W, C]
+    out = out.permute(0, 3, 1, 2)
+    flip = torch.rand(n, device=x.device, generator=generator) < 0.5
+    # the permuted gather is already channels_last in memory, the layout convolutions on a GPU want
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def augment(x: torch.Tensor, dataset: str, fill: torch.Tensor) -> torch.Tensor:
+    return crop_flip(x) if dataset == "cifar10" else affine(x, fill)

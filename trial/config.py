@@ -1,0 +1,235 @@
+"""The trial configuration: one frozen dataclass of defaults, and the rules that turn parameters into it.
+
+Precedence, lowest first: the defaults below < a params file (a baseline) < the parameters NNI sampled < command-line
+flags. Every source goes through `resolve`, which rejects unknown keys and wrong values with one line that names the
+key and what it accepts. NNI's nested choices are flattened here too: under a config key the `_name` is that key's value
+(`"optimizer": {"_name": "sgd", "learning_rate": 0.05}`), under any other key it only labels the branch.
+
+    >>> resolve({"dataset": "fmnist", "filters": 64}).filters
+    64
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+DATASETS = ("mnist", "fmnist", "cifar10")
+ACTIVATIONS = ("relu", "leaky_relu", "prelu", "gelu", "silu", "elu", "tanh", "sigmoid")
+POOLS = ("max", "avg")
+HEADS = ("flatten", "gap")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LOSSES = ("cross_entropy", "mse")
+SCHEDULES = ("plateau", "cosine", "onecycle", "constant")
+MAX_BLOCKS = 6
+
+
+class ConfigError(ValueError):
+    """A parameter that is unknown or has a value the harness cannot use; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    # data
+    dataset: str = "fmnist"           # one of DATASETS
+    val_size: int = 5000              # images carved from the training split for validation (seeded by split_seed)
+    split_seed: int = 0               # fixed across seeds so every run is validated on the same images
+    train_subset: int = 0             # train on only this many images (0 = all); for smoke runs and tests
+    augment: bool = False             # batched shift/rotate/zoom (28x28) or crop/flip (CIFAR-10) on the device
+    # architecture
+    conv_layers: int = 2              # conv blocks, each followed by pooling while the map is larger than 1x1
+    filters: int = 32                 # channels of every block, unless filters_<i> sets block i
+    kernel: int = 3                   # kernel size of every block, unless kernel_<i> sets block i
+    filters_1: int = 0                # per-block overrides (0 = use `filters` / `kernel`)
+    filters_2: int = 0
+    filters_3: int = 0
+    filters_4: int = 0
+    filters_5: int = 0
+    filters_6: int = 0
+    kernel_1: int = 0
+    kernel_2: int = 0
+    kernel_3: int = 0
+    kernel_4: int = 0
+    kernel_5: int = 0
+    kernel_6: int = 0
+    convs_per_block: int = 1          # 2 makes VGG-style blocks (conv-conv-pool)
+    batch_norm: bool = False
+    activation: str = "relu"          # one of ACTIVATIONS
+    pool: str = "max"                 # one of POOLS
+    conv_dropout: float = 0.0         # dropout after each conv block
+    head: str = "flatten"             # flatten the last map, or global average pool ("gap")
+    dense_units: int = 128            # hidden units before the output layer (0 = none)
+    dropout: float = 0.5              # dropout before the output layer
+    # optimisation
+    optimizer: str = "adam"           # one of OPTIMIZERS
+    learning_rate: float = 1e-3       # peak learning rate
+    momentum: float = 0.9             # sgd only
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 10                  # the budget; NNI's Hyperband sets it through TRIAL_BUDGET
+    loss: str = "cross_entropy"       # or "mse" on one-hot targets (softmax outputs)
+    label_smoothing: float = 0.0      # cross_entropy only
+    lr_schedule: str = "plateau"      # one of SCHEDULES
+    lr_patience: int = 2              # plateau: epochs without improvement before the lr is cut
+    lr_factor: float = 0.5            # plateau: the cut
+    patience: int = 0                 # early stopping: epochs without improvement (0 = off); best weights restored
+    seed: int = 0
+    # run
+    device: str = "auto"              # "auto" (cuda if present), "cpu", "cuda", "cuda:1"
+    amp: bool = True                  # mixed precision (bfloat16) on CUDA; ignored on the CPU
+    eval_test: bool = True            # evaluate the best-validation weights on the test split at the end
+
+    def channels(self) -> list[int]:
+        return [getattr(self, f"filters_{i}") or self.filters for i in range(1, self.conv_layers + 1)]
+
+    def kernels(self) -> list[int]:
+        return [getattr(self, f"kernel_{i}") or self.kernel for i in range(1, self.conv_layers + 1)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A stable hash of every field: the identity of a run (config + seed)."""
+        return params_digest(self.to_dict())
+
+
+_CHOICES = {"dataset": DATASETS, "activation": ACTIVATIONS, "pool": POOLS, "head": HEADS,
+            "optimizer": OPTIMIZERS, "loss": LOSSES, "lr_schedule": SCHEDULES}
+# (low, high) inclusive bounds; None = unbounded on that side.
+_RANGES = {"val_size": (1, None), "train_subset": (0, None), "conv_layers": (1, MAX_BLOCKS),
+           "filters": (1, 4096), "kernel": (1, 11), "convs_per_block": (1, 4), "conv_dropout": (0.0, 0.95),
+           "dense_units": (0, 1 << 16), "dropout": (0.0, 0.95), "learning_rate": (1e-8, 10.0),
+           "momentum": (0.0, 0.999), "weight_decay": (0.0, 1.0), "batch_size": (1, 1 << 16), "epochs": (1, 10000),
+           "label_smoothing": (0.0, 0.5), "lr_patience": (0, None), "lr_factor": (0.01, 1.0), "patience": (0, None)}
+for _i in range(1, MAX_BLOCKS + 1):
+    _RANGES[f"filters_{_i}"] = (0, 4096)
+    _RANGES[f"kernel_{_i}"] = (0, 11)
+# Spellings that NNI search spaces and the studies this project grew from use.
+ALIASES = {"TRIAL_BUDGET": "epochs", "lr": "learning_rate", "num_filters": "filters", "kernel_size": "kernel",
+           "dropout_rate": "dropout", "hidden_units": "dense_units", "bn": "batch_norm"}
+
+FIELDS = {f.name: f for f in fields(TrialConfig)}
+_TYPES = typing.get_type_hints(TrialConfig)
+
+
+def flatten_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Hoist NNI nested choices into one flat dict: {"arch": {"_name": "x", "filters_1": 32}} -> {"filters_1": 32}."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            # a nested choice under a config key ("optimizer": {"_name": "sgd", "momentum": ...}) sets that key
+            if "_name" in value and ALIASES.get(key, key) in FIELDS:
+                flat[key] = value["_name"]
+            inner = {k: v for k, v in value.items() if k != "_name"}
+            for k, v in flatten_params(inner).items():
+                if k in flat:
+                    raise ConfigError(f"parameter {k!r} is set twice (inside nested choice {key!r}); keep one")
+                flat[k] = v
+        else:
+            if key in flat:
+                raise ConfigError(f"parameter {key!r} is set twice; keep one")
+            flat[key] = value
+    return flat
+
+
+def _coerce(key: str, value: Any) -> Any:
+    kind = _TYPES[key]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"parameter {key!r} must be true or false, got {value!r}")
+    if kind is int:
+        # NNI's quniform/qloguniform return floats such as 64.0: accept them when they are whole numbers.
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"parameter {key!r} must be an integer, got {value!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"parameter {key!r} must be an integer, got {value!r}") from None
+        if not number.is_integer():
+            raise ConfigError(f"parameter {key!r} must be an integer, got {value!r}")
+        return int(number)
+    if kind is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"parameter {key!r} must be a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"parameter {key!r} must be a number, got {value!r}") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ConfigError(f"parameter {key!r} must be a finite number, got {value!r}")
+        return number
+    if not isinstance(value, str):
+        raise ConfigError(f"parameter {key!r} must be a string, got {value!r}")
+    return value
+
+
+def _check(key: str, value: Any) -> None:
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"parameter {key!r} has value {value!r}; valid values: {', '.join(_CHOICES[key])}")
+    if key in _RANGES:
+        low, high = _RANGES[key]
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"[{low}, {'inf' if high is None else high}]"
+            raise ConfigError(f"parameter {key!r} = {value!r} is outside {bounds}")
+
+
+def normalize(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten, rename aliases, reject unknown keys, coerce types and check ranges; returns only the given keys."""
+    out: dict[str, Any] = {}
+    for key, value in flatten_params(params).items():
+        name = ALIASES.get(key, key)
+        if name not in FIELDS:
+            raise ConfigError(f"unknown parameter {key!r}; valid parameters: {', '.join(FIELDS)}")
+        value = _coerce(name, value)
+        _check(name, value)
+        out[name] = value
+    return out
+
+
+def resolve(*layers: Mapping[str, Any] | None) -> TrialConfig:
+    """Merge parameter layers (later wins) over the defaults into a checked TrialConfig."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        if layer:
+            merged.update(normalize(layer))
+    config = TrialConfig(**merged)
+    for i in range(config.conv_layers + 1, MAX_BLOCKS + 1):
+        if getattr(config, f"filters_{i}") or getattr(config, f"kernel_{i}"):
+            raise ConfigError(f"filters_{i}/kernel_{i} set but conv_layers is {config.conv_layers}; "
+                              f"raise conv_layers or drop the per-block setting")
+    if any(k % 2 == 0 for k in config.kernels()):
+        raise ConfigError(f"kernel sizes must be odd (they keep the map size with padding k//2), got {config.kernels()}")
+    if config.loss == "mse" and config.label_smoothing:
+        raise ConfigError("label_smoothing applies to cross_entropy only; set it to 0 with loss 'mse'")
+    return config
+
+
+def params_digest(params: Mapping[str, Any]) -> str:
+    """A short hash of a parameter dict, independent of key order: how a trial proves which parameters it used."""
+    text = json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def load_params_file(path: str) -> dict[str, Any]:
+    """Read a params file (JSON, or YAML by extension); a baseline is one of these."""
+    with open(path) as fh:
+        text = fh.read()
+    if path.endswith((".yml", ".yaml")):
+        import yaml
+        data = yaml.safe_load(text)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"params file {path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file {path} must hold a mapping of parameter names to values")
+    return data

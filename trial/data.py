@@ -1,0 +1,361 @@
+"""Datasets: find the files, decode them once into a cached tensor file, split, normalise, move to the device.
+
+Where data is looked for, first match wins:
+  1. the `data_dir` argument (`python -m trial --data-dir DIR`), else the environment variable CNNSEARCH_DATA;
+  2. otherwise ~/.cache/cnnsearch/data, then `data/` in the repository, then `../shared/data` beside it.
+Inside a data directory the torchvision layouts are read:
+  MNIST/raw/*-idx?-ubyte[.gz|.xz]           (or MNIST/train.csv [+ test.csv], Kaggle digit-recognizer style)
+  FashionMNIST/raw/*-idx?-ubyte[.gz|.xz]
+  CIFAR10/cifar-10-batches-bin/*.bin[.gz|.xz]   or   CIFAR10/cifar-10-batches-py/ (also directly under DIR)
+Missing files are downloaded with torchvision where a network exists (CNNSEARCH_NO_DOWNLOAD=1 turns that off).
+
+The decoded uint8 tensors are cached under CNNSEARCH_CACHE (default ~/.cache/cnnsearch), keyed by the source files'
+paths, sizes and times; a file lock makes concurrent trials decode once and then all read the cache.
+
+    python -m trial.data fmnist      # decode (or find the cache) and print the split sizes
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import lzma
+import os
+import pickle
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CACHE_VERSION = 1
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    folder: str                   # torchvision's folder name under the data directory
+    shape: tuple[int, int, int]   # C, H, W
+    mean: tuple[float, ...]       # per channel, on pixels scaled to [0, 1]
+    std: tuple[float, ...]
+    classes: tuple[str, ...]
+
+
+INFO = {
+    "mnist": DatasetInfo("mnist", "MNIST", (1, 28, 28), (0.1307,), (0.3081,), tuple(str(i) for i in range(10))),
+    "fmnist": DatasetInfo("fmnist", "FashionMNIST", (1, 28, 28), (0.2860,), (0.3530,),
+                          ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                           "Ankle boot")),
+    "cifar10": DatasetInfo("cifar10", "CIFAR10", (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                           ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
+}
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+CIFAR_BIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
+CIFAR_PY = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+COMPRESSED = ("", ".gz", ".xz")
+
+
+class DatasetError(RuntimeError):
+    """Data that is missing or unreadable; the message says where we looked and how to fix it."""
+
+
+@dataclass
+class Splits:
+    """uint8 images [N, C, H, W] and int64 labels [N]."""
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+def info(name: str) -> DatasetInfo:
+    if name not in INFO:
+        raise DatasetError(f"unknown dataset {name!r}; valid datasets: {', '.join(INFO)}")
+    return INFO[name]
+
+
+def candidate_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    if data_dir:
+        return [Path(data_dir).expanduser()]
+    if os.environ.get("CNNSEARCH_DATA"):
+        return [Path(os.environ["CNNSEARCH_DATA"]).expanduser()]
+    return [Path.home() / ".cache" / "cnnsearch" / "data", REPO / "data", REPO.parent / "shared" / "data"]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CNNSEARCH_CACHE", Path.home() / ".cache" / "cnnsearch")).expanduser()
+
+
+# ---------------------------------------------------------------------------------------------------- file readers
+def _find(folder: Path, base: str) -> Path | None:
+    for ext in COMPRESSED:
+        if (folder / (base + ext)).is_file():
+            return folder / (base + ext)
+    return None
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                return fh.read()
+        if path.suffix == ".xz":
+            with lzma.open(path, "rb") as fh:
+                return fh.read()
+        return path.read_bytes()
+    except (EOFError, OSError, lzma.LZMAError) as err:
+        raise DatasetError(f"{path} is truncated or corrupt ({err}); delete it and download it again") from None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (the MNIST format): big-endian magic 0x0000 08 <ndim>, one uint32 per dimension, uint8 data."""
+    raw = _read_bytes(path)
+    if len(raw) < 8 or raw[0:2] != b"\0\0" or raw[2] != 0x08:
+        raise DatasetError(f"{path} is not an IDX uint8 file (bad magic number); is it the right file?")
+    ndim = raw[3]
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    start, expected = 4 + 4 * ndim, int(np.prod(dims))
+    if len(raw) - start != expected:
+        raise DatasetError(f"{path} is truncated or corrupt: header says {dims} = {expected} bytes of data, "
+                           f"file has {len(raw) - start}; delete it and download it again")
+    return np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims)
+
+
+def _idx_splits(folder: Path, sources: list[Path]) -> Splits:
+    arrays = []
+    for base in IDX_FILES:
+        path = _find(folder, base)
+        sources.append(path)
+        arrays.append(read_idx(path))
+    tx, ty, vx, vy = arrays
+    for x, y, path in ((tx, ty, sources[0]), (vx, vy, sources[2])):
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise DatasetError(f"{path}: images {x.shape} and labels {y.shape} do not match")
+    return Splits(*(torch.from_numpy(a.copy()) for a in (tx[:, None], ty.astype(np.int64), vx[:, None],
+                                                           vy.astype(np.int64))))
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    import pandas as pd
+    with open(path) as fh:
+        first = fh.readline().split(",")
+    has_header = not first[0].strip().lstrip("-").isdigit()
+    try:
+        return pd.read_csv(path, header=0 if has_header else None).to_numpy(dtype=np.int64)
+    except (ValueError, pd.errors.ParserError) as err:
+        raise DatasetError(f"{path} is not a numeric CSV ({err})") from None
+
+
+def _csv_splits(folder: Path, sources: list[Path]) -> Splits:
+    """Kaggle digit-recognizer style: label column + 784 pixel columns. Kaggle's test.csv has no labels, so without a
+    labelled test file a fixed 10,000 images of train.csv are held out as the test split."""
+    train_path = folder / "train.csv" if (folder / "train.csv").is_file() else folder / "mnist_train.csv"
+    sources.append(train_path)
+    train = _read_csv(train_path)
+    if train.shape[1] != 785:
+        raise DatasetError(f"{train_path} has {train.shape[1]} columns; expected a label column and 784 pixels")
+    test = None
+    for name in ("test.csv", "mnist_test.csv"):
+        if (folder / name).is_file():
+            candidate = _read_csv(folder / name)
+            if candidate.shape[1] == 785:
+                test = candidate
+                sources.append(folder / name)
+                break
+    if test is None:
+        print(f"[data] no labelled test CSV beside {train_path}: holding out 10,000 training images as the test "
+              f"split", file=sys.stderr)
+        order = np.random.default_rng(12345).permutation(len(train))
+        test, train = train[order[:10000]], train[order[10000:]]
+    if (train[:, 1:].min() < 0) or (train[:, 1:].max() > 255):
+        raise DatasetError(f"{train_path}: pixel values must lie in 0..255")
+
+    def to_tensors(a):
+        return torch.from_numpy(a[:, 1:].astype(np.uint8).reshape(-1, 1, 28, 28)), torch.from_numpy(a[:, 0].copy())
+    return Splits(*to_tensors(train), *to_tensors(test))
+
+
+def _cifar_bin_splits(folder: Path, sources: list[Path]) -> Splits:
+    parts = []
+    for base in CIFAR_BIN:
+        path = _find(folder, base)
+        sources.append(path)
+        raw = _read_bytes(path)
+        if len(raw) == 0 or len(raw) % 3073:
+            raise DatasetError(f"{path} is truncated or corrupt: {len(raw)} bytes is not a whole number of "
+                               f"3,073-byte records; delete it and download it again")
+        records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3073)
+        parts.append((records[:, 1:].reshape(-1, 3, 32, 32), records[:, 0].astype(np.int64)))
+    tx = np.concatenate([p[0] for p in parts[:5]])
+    ty = np.concatenate([p[1] for p in parts[:5]])
+    return Splits(*(torch.from_numpy(a.copy()) for a in (tx, ty, parts[5][0], parts[5][1])))
+
+
+def _cifar_py_splits(folder: Path, sources: list[Path]) -> Splits:
+    parts = []
+    for base in CIFAR_PY:
+        path = _find(folder, base)
+        sources.append(path)
+        try:
+            batch = pickle.loads(_read_bytes(path), encoding="bytes")
+            x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            y = np.asarray(batch[b"labels"], dtype=np.int64)
+        except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as err:
+            raise DatasetError(f"{path} is truncated or corrupt ({err!r}); delete it and download it again") from None
+        parts.append((x, y))
+    tx = np.concatenate([p[0] for p in parts[:5]])
+    ty = np.concatenate([p[1] for p in parts[:5]])
+    return Splits(*(torch.from_numpy(a.copy()) for a in (tx, ty, parts[5][0], parts[5][1])))
+
+
+# (subfolder relative to the data dir, files that must all exist, reader); first complete layout wins
+LAYOUTS = {
+    "mnist": [("MNIST/raw", IDX_FILES, _idx_splits), ("MNIST", ("train.csv",), _csv_splits),
+              ("MNIST", ("mnist_train.csv",), _csv_splits)],
+    "fmnist": [("FashionMNIST/raw", IDX_FILES, _idx_splits)],
+    "cifar10": [("CIFAR10/cifar-10-batches-bin", CIFAR_BIN, _cifar_bin_splits),
+                ("CIFAR10/cifar-10-batches-py", CIFAR_PY, _cifar_py_splits),
+                ("cifar-10-batches-bin", CIFAR_BIN, _cifar_bin_splits),
+                ("cifar-10-batches-py", CIFAR_PY, _cifar_py_splits)],
+}
+
+
+def _locate(name: str, dirs: list[Path]):
+    for root in dirs:
+        for sub, files, reader in LAYOUTS[name]:
+            folder = root / sub
+            if folder.is_dir() and all(_find(folder, f) for f in files):
+                return folder, files, reader
+    return None
+
+
+def _missing_message(name: str, dirs: list[Path], why: str) -> str:
+    layouts = "; ".join(f"<dir>/{sub}/{{{','.join(files)}}}[.gz|.xz]" for sub, files, _ in LAYOUTS[name])
+    return (f"dataset {name!r} not found. Searched: {', '.join(str(d) for d in dirs)}. Expected one of: {layouts}. "
+            f"{why}Fix: pass --data-dir DIR (or set CNNSEARCH_DATA=DIR) pointing at a directory with these files.")
+
+
+def _download(name: str, root: Path) -> None:
+    import torchvision.datasets as tvd
+    cls = {"mnist": tvd.MNIST, "fmnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    target = root / "CIFAR10" if name == "cifar10" else root
+    target.mkdir(parents=True, exist_ok=True)
+    for train in (True, False):
+        cls(str(target), train=train, download=True)
+
+
+def _source_key(name: str, files: list[Path]) -> str:
+    h = hashlib.sha256(f"{CACHE_VERSION}:{name}".encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def load(name: str, data_dir: str | os.PathLike | None = None, download: bool | None = None) -> Splits:
+    """The dataset as uint8 tensors, from the cache when it is there, decoding the files (once, locked) when not."""
+    info(name)
+    dirs = candidate_dirs(data_dir)
+    found = _locate(name, dirs)
+    if found is None:
+        if download is None:
+            download = os.environ.get("CNNSEARCH_NO_DOWNLOAD", "") in ("", "0")
+        if not download:
+            raise DatasetError(_missing_message(name, dirs, "Download is off. "))
+        try:
+            _download(name, dirs[0])
+        except Exception as err:  # no network, no permission: say so with the layout we expected
+            raise DatasetError(_missing_message(name, dirs, f"Download into {dirs[0]} failed ({err}). ")) from None
+        found = _locate(name, dirs)
+        if found is None:
+            raise DatasetError(_missing_message(name, dirs, "Downloaded files were not where expected. "))
+    folder, files, reader = found
+    paths = [_find(folder, f) for f in files]
+    cache = cache_dir() / f"{name}-{_source_key(name, paths)}.pt"
+    splits = _read_cache(cache)
+    if splits is not None:
+        return splits
+    from filelock import FileLock
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache) + ".lock"):
+        splits = _read_cache(cache)   # another process may have written it while we waited
+        if splits is not None:
+            return splits
+        start = time.perf_counter()
+        splits = reader(folder, [])
+        _validate(name, splits, folder)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        torch.save(splits.__dict__, tmp)
+        os.replace(tmp, cache)
+        print(f"[data] decoded {name} from {folder} in {time.perf_counter() - start:.1f}s; cached at {cache}",
+              file=sys.stderr)
+    return splits
+
+
+def _read_cache(path: Path) -> Splits | None:
+    if not path.is_file():
+        return None
+    try:
+        return Splits(**torch.load(path, weights_only=True))
+    except Exception as err:  # a half-written or damaged cache: decode again rather than fail
+        print(f"[data] ignoring unreadable cache {path} ({err}); decoding again", file=sys.stderr)
+        return None
+
+
+def _validate(name: str, s: Splits, folder: Path) -> None:
+    shape = INFO[name].shape
+    for x, y, split in ((s.train_x, s.train_y, "train"), (s.test_x, s.test_y, "test")):
+        if tuple(x.shape[1:]) != shape or len(x) != len(y) or len(x) == 0:
+            raise DatasetError(f"{folder}: {split} split has images {tuple(x.shape)} and {len(y)} labels; "
+                               f"expected [N, {', '.join(map(str, shape))}] and N labels")
+        if int(y.min()) < 0 or int(y.max()) > 9:
+            raise DatasetError(f"{folder}: {split} labels must lie in 0..9, found {int(y.min())}..{int(y.max())}")
+
+
+# ---------------------------------------------------------------------------------------------------- splits on device
+@dataclass
+class DeviceData:
+    """Normalised float images and labels on the training device; validation carved from train, test kept apart."""
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    info: DatasetInfo
+
+
+def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if val_size >= n:
+        raise DatasetError(f"val_size {val_size} leaves no training images out of {n}; lower val_size")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[val_size:], order[:val_size]
+
+
+def normalise(x: torch.Tensor, ds: DatasetInfo, device: torch.device, dtype=torch.float32) -> torch.Tensor:
+    mean = torch.tensor(ds.mean, device=device).view(1, -1, 1, 1) * 255
+    std = torch.tensor(ds.std, device=device).view(1, -1, 1, 1) * 255
+    return ((x.to(device, non_blocking=True).float() - mean) / std).to(dtype)
+
+
+def prepare(name: str, val_size: int, split_seed: int, device: torch.device, train_subset: int = 0,
+            data_dir=None, download=None, with_test: bool = True) -> DeviceData:
+    s = load(name, data_dir, download)
+    ds = INFO[name]
+    train_idx, val_idx = split_indices(len(s.train_x), val_size, split_seed)
+    if train_subset:
+        train_idx = train_idx[:train_subset]
+    test_x = normalise(s.test_x, ds, device) if with_test else s.test_x[:0].float()
+    return DeviceData(normalise(s.train_x[train_idx], ds, device), s.train_y[train_idx].to(device),
+                      normalise(s.train_x[val_idx], ds, device), s.train_y[val_idx].to(device),
+                      test_x, s.test_y.to(device) if with_test else s.test_y[:0], ds)
+
+
+if __name__ == "__main__":
+    for dataset in sys.argv[1:] or list(INFO):
+        t0 = time.perf_counter()
+        sp = load(dataset)
+        print(f"{dataset}: train {tuple(sp.train_x.shape)} test {tuple(sp.test_x.shape)} "
+              f"in {time.perf_counter() - t0:.2f}s")

@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny datasets in the real formats, an isolated data cache, and the real data where present."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests import tiny_data
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("CNNSEARCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def isolated_env(tmp_path, monkeypatch):
+    """A private cache and no downloads: tests never touch ~/.cache or the network."""
+    monkeypatch.setenv("CNNSEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CNNSEARCH_NO_DOWNLOAD", "1")
+    monkeypatch.delenv("CNNSEARCH_DATA", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def tiny_root(isolated_env, monkeypatch):
+    """All three datasets, tiny, in the layouts of ../shared/data; CNNSEARCH_DATA points at them."""
+    root = tiny_data.write_all(isolated_env / "data")
+    monkeypatch.setenv("CNNSEARCH_DATA", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "FashionMNIST" / "raw").is_dir():
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (set CNNSEARCH_SHARED_DATA to run this test)")
+    return SHARED_DATA

@@ -24,6 +24,7 @@ HEADS = ("flatten", "gap")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOSSES = ("cross_entropy", "mse")
 SCHEDULES = ("plateau", "cosine", "onecycle", "constant")
+KEEP = ("best", "last")
 MAX_BLOCKS = 6
 
 
@@ -76,6 +77,7 @@ class TrialConfig:
     lr_patience: int = 2              # plateau: epochs without improvement before the lr is cut
     lr_factor: float = 0.5            # plateau: the cut
     patience: int = 0                 # early stopping: epochs without improvement (0 = off); best weights restored
+    keep: str = "best"                # weights at the end: "best" validation epoch, or "last" (training on train+val)
     seed: int = 0
     # run
     device: str = "auto"              # "auto" (cuda if present), "cpu", "cuda", "cuda:1"
@@ -97,7 +99,7 @@ class TrialConfig:
 
 
 _CHOICES = {"dataset": DATASETS, "activation": ACTIVATIONS, "pool": POOLS, "head": HEADS,
-            "optimizer": OPTIMIZERS, "loss": LOSSES, "lr_schedule": SCHEDULES}
+            "optimizer": OPTIMIZERS, "loss": LOSSES, "lr_schedule": SCHEDULES, "keep": KEEP}
 # (low, high) inclusive bounds; None = unbounded on that side.
 _RANGES = {"val_size": (1, None), "train_subset": (0, None), "conv_layers": (1, MAX_BLOCKS),
            "filters": (1, 4096), "kernel": (1, 11), "convs_per_block": (1, 4), "conv_dropout": (0.0, 0.95),

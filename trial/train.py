@@ -150,7 +150,8 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
             bar.set_postfix(epoch=epoch, val_acc=f"{val['accuracy']:.4f}", loss=f"{train_loss:.3f}")
         if val["accuracy"] > best_acc:
             best_acc, best_epoch, stale = val["accuracy"], epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+            if cfg.keep == "best":
+                best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
         if report is not None:
@@ -160,6 +161,8 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     if bar is not None:
         bar.close()
 
+    if cfg.keep == "last" and history:
+        best_state = copy.deepcopy(model.state_dict())
     if best_state is not None:
         model.load_state_dict(best_state)   # early stopping restores the best-validation weights
     final = {"default": max(best_acc, 0.0), "best_val_accuracy": max(best_acc, 0.0), "best_epoch": best_epoch,

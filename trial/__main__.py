@@ -56,9 +56,10 @@ class NNIReporter:
         self.nni.report_intermediate_result(metrics)
 
     def final(self, metrics: dict) -> None:
-        # the dashboard wants numbers: drop strings, send booleans as 0/1
+        # the dashboard wants numbers: drop strings, send booleans as 0/1. Test accuracy stays in final.json: the
+        # search (and whoever watches it) sees validation only; the test split is for the retrained winners.
         self.nni.report_final_result({k: (int(v) if isinstance(v, bool) else v) for k, v in metrics.items()
-                                      if isinstance(v, (int, float))})
+                                      if isinstance(v, (int, float)) and k != "test_accuracy"})
 
 
 def main(argv=None) -> int:

@@ -113,8 +113,12 @@ def read_idx(path: Path) -> np.ndarray:
     """An IDX file (the MNIST format): big-endian magic 0x0000 08 <ndim>, one uint32 per dimension, uint8 data."""
     raw = _read_bytes(path)
     if len(raw) < 8 or raw[0:2] != b"\0\0" or raw[2] != 0x08:
-        raise DatasetError(f"{path} is not an IDX uint8 file (bad magic number); is it the right file?")
+        raise DatasetError(f"{path} is not an IDX uint8 file (bad magic number): the wrong file, or corrupt; "
+                           f"delete it and download it again")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DatasetError(f"{path} is truncated or corrupt: it ends inside its {ndim}-dimension header; "
+                           f"delete it and download it again")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     start, expected = 4 + 4 * ndim, int(np.prod(dims))
     if len(raw) - start != expected:
@@ -165,6 +169,10 @@ def _csv_splits(folder: Path, sources: list[Path]) -> Splits:
                 sources.append(folder / name)
                 break
     if test is None:
+        if len(train) <= 10000:
+            raise DatasetError(f"{train_path} has {len(train)} rows and there is no labelled test CSV beside it: "
+                               f"holding out 10,000 as the test split would leave none to train on; add a labelled "
+                               f"test.csv (label column + 784 pixels)")
         print(f"[data] no labelled test CSV beside {train_path}: holding out 10,000 training images as the test "
               f"split", file=sys.stderr)
         order = np.random.default_rng(12345).permutation(len(train))

@@ -1,0 +1,196 @@
+"""Every configuration a search space can draw builds and trains; the name tables agree; augmentation keeps images sane.
+
+300 seeded draws per search space, each resolved for its dataset (taken from the file name), built for that dataset's
+input shape and trained for one optimizer step on a random batch of 4. Identical models are stepped once.
+
+    .venv/bin/pytest tests/test_model_and_search_spaces.py -q
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from trial import augment, config, model, search_space, train
+from trial.data import INFO, normalise
+
+REPO = Path(__file__).resolve().parent.parent
+SPACES = sorted((REPO / "search_spaces").glob("*.json"))
+BASELINES = sorted((REPO / "baselines").glob("*.json"))
+DRAWS = 300
+BATCH = 4
+# fields that do not change the model, its first step or its loss; configs differing only in these are stepped once
+_NOT_STRUCTURAL = {"learning_rate", "momentum", "weight_decay", "batch_size", "epochs", "lr_schedule", "lr_patience",
+                   "lr_factor", "patience", "seed", "split_seed", "val_size", "train_subset", "device", "amp",
+                   "eval_test", "conv_dropout", "dropout", "label_smoothing", "keep"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)    # tiny batches: threads only add overhead, and other tests may share the CPU
+    yield
+    torch.set_num_threads(threads)
+
+
+def dataset_of(space: Path) -> str:
+    stem = space.stem
+    if stem.startswith("mnist") or stem == "seeds":
+        return "mnist"
+    if stem.startswith("fmnist"):
+        return "fmnist"
+    if stem.startswith("cifar10"):
+        return "cifar10"
+    raise AssertionError(f"search space {space.name}: no dataset known for this file name; extend dataset_of")
+
+
+def drawn_configs(space: Path) -> list[config.TrialConfig]:
+    rng = random.Random(0)
+    spec = search_space.load_space(str(space))
+    layers = [config.load_params_file(str(b)) for b in BASELINES] if space.stem == "seeds" else [{}]
+    dataset = {"dataset": dataset_of(space)}
+    return [config.resolve(base, search_space.sample(spec, rng), dataset)
+            for _ in range(DRAWS) for base in layers]
+
+
+def distinct(configs):
+    seen = {}
+    for cfg in configs:
+        key = tuple(sorted((k, v) for k, v in cfg.to_dict().items() if k not in _NOT_STRUCTURAL))
+        seen.setdefault(key, cfg)
+    return list(seen.values())
+
+
+def one_step(cfg: config.TrialConfig) -> None:
+    """Build for the dataset's shape, forward a batch of 4, one optimizer step; loss and weights stay finite."""
+    info = INFO[cfg.dataset]
+    torch.manual_seed(0)
+    net = model.build_model(cfg, info.shape)
+    net.train()
+    x = normalise(torch.randint(0, 256, (BATCH, *info.shape), dtype=torch.uint8), info, torch.device("cpu"))
+    if cfg.augment:
+        fill = normalise(torch.zeros(1, info.shape[0], 1, 1), info, torch.device("cpu")).flatten()
+        x = augment.augment(x, cfg.dataset, fill)
+    y = torch.arange(BATCH) % 10
+    opt = train.OPTIMIZERS[cfg.optimizer](net.parameters(), cfg)
+    out = net(x)
+    assert out.shape == (BATCH, 10), cfg
+    loss = train.loss_fn(cfg)(out, y)
+    assert math.isfinite(float(loss.detach())), cfg
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert all(torch.isfinite(p).all() for p in net.parameters()), cfg
+
+
+def test_every_search_space_has_a_dataset():
+    assert SPACES, "no search spaces found"
+    for space in SPACES:
+        dataset_of(space)
+
+
+@pytest.mark.parametrize("space", SPACES, ids=[s.stem for s in SPACES])
+def test_every_drawn_config_builds_and_trains_one_step(space):
+    configs = drawn_configs(space)
+    assert all(c.dataset == dataset_of(space) for c in configs)
+    for cfg in distinct(configs):
+        one_step(cfg)
+
+
+@pytest.mark.parametrize("space", SPACES, ids=[s.stem for s in SPACES])
+def test_draws_are_seeded(space):
+    assert search_space.sample_file(str(space), seed=3) == search_space.sample_file(str(space), seed=3)
+
+
+@pytest.mark.parametrize("dataset", config.DATASETS)
+@pytest.mark.parametrize("baseline", BASELINES, ids=[b.stem for b in BASELINES])
+def test_every_baseline_builds_for_every_dataset(baseline, dataset):
+    cfg = config.resolve(config.load_params_file(str(baseline)), {"dataset": dataset})
+    one_step(cfg)
+
+
+@pytest.mark.parametrize("names,builders", [(config.ACTIVATIONS, model.ACTIVATIONS), (config.POOLS, model.POOLS),
+                                             (config.OPTIMIZERS, train.OPTIMIZERS)],
+                         ids=["activations", "pools", "optimizers"])
+def test_config_choices_and_builder_tables_agree(names, builders):
+    assert set(names) == set(builders)
+
+
+@pytest.mark.parametrize("name", sorted(model.ACTIVATIONS))
+def test_every_activation_builds(name):
+    one_step(config.resolve({"dataset": "mnist", "activation": name, "filters": 4, "dense_units": 8}))
+
+
+@pytest.mark.parametrize("field,table", [("activation", model.ACTIVATIONS), ("pool", model.POOLS)])
+def test_unknown_name_lists_valid_ones(field, table):
+    cfg = dataclasses.replace(config.resolve({}), **{field: "nonesuch"})   # past the config's own check
+    with pytest.raises(ValueError, match="nonesuch") as info:
+        model.build_model(cfg, INFO["mnist"].shape)
+    assert all(name in str(info.value) for name in table)
+
+
+# ------------------------------------------------------------------------------------------------- augmentation
+def _fill(dataset):
+    info = INFO[dataset]
+    return normalise(torch.zeros(1, info.shape[0], 1, 1), info, torch.device("cpu")).flatten()
+
+
+@pytest.mark.parametrize("dataset", config.DATASETS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_augment_keeps_shape_and_dtype(dataset, dtype):
+    info = INFO[dataset]
+    x = torch.randn(16, *info.shape, dtype=dtype)
+    out = augment.augment(x, dataset, _fill(dataset))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert torch.isfinite(out).all()
+
+
+def test_affine_without_motion_is_the_identity(monkeypatch):
+    for name in ("SHIFT_PX", "ROTATE_DEG", "ZOOM"):
+        monkeypatch.setattr(augment, name, 0.0)
+    x = torch.randn(8, 1, 28, 28)
+    torch.testing.assert_close(augment.affine(x, _fill("mnist")), x, atol=1e-5, rtol=0)
+
+
+def test_affine_fills_with_the_background(monkeypatch):
+    """A blank (normalised pixel 0) image stays blank everywhere, including pixels moved in from outside."""
+    fill = _fill("fmnist")
+    blank = fill.view(1, 1, 1, 1).expand(8, 1, 28, 28).clone()
+    torch.testing.assert_close(augment.affine(blank, fill), blank, atol=1e-5, rtol=0)
+    # zoomed out, the border comes from outside the image: background, not 0
+    for name, value in (("SHIFT_PX", 0.0), ("ROTATE_DEG", 0.0), ("ZOOM", 0.5)):
+        monkeypatch.setattr(augment, name, value)
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.zeros(*a[:2]))   # scale = 1 - ZOOM for every image
+    out = augment.affine(torch.zeros(2, 1, 28, 28) + 5.0, fill)
+    torch.testing.assert_close(out[:, :, 0, :], fill.expand(2, 28).view(2, 1, 28), atol=1e-5, rtol=0)
+
+
+def test_affine_moves_images_independently():
+    x = torch.randn(2, 1, 28, 28)
+    x = torch.cat([x[:1], x[:1]])        # two equal images
+    out = augment.affine(x, _fill("mnist"), torch.Generator().manual_seed(0))
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_crop_flip_takes_every_pixel_from_the_padded_image():
+    n, pad = 24, augment.CROP_PAD
+    x = torch.randn(n, 3, 32, 32)
+    out = augment.crop_flip(x, torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(x, (pad,) * 4, mode="reflect")
+    used = set()
+    for i in range(n):
+        crops = [(dy, dx, flip) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1) for flip in (False, True)
+                 if torch.equal(out[i], (lambda c: c.flip(2) if flip else c)(padded[i, :, dy:dy + 32, dx:dx + 32]))]
+        assert crops, f"image {i} is not a (flipped) crop of its padded input"
+        used.update(crops)
+    assert len(used) > 1, "every image got the same crop"
+
+
+def test_augment_runs_on_a_single_image_and_a_large_batch():
+    for n in (1, 512):
+        assert augment.augment(torch.randn(n, 3, 32, 32), "cifar10", _fill("cifar10")).shape == (n, 3, 32, 32)
+        assert augment.augment(torch.randn(n, 1, 28, 28), "mnist", _fill("mnist")).shape == (n, 1, 28, 28)

@@ -186,10 +186,14 @@ def _check(key: str, value: Any) -> None:
 def normalize(params: Mapping[str, Any]) -> dict[str, Any]:
     """Flatten, rename aliases, reject unknown keys, coerce types and check ranges; returns only the given keys."""
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for key, value in flatten_params(params).items():
         name = ALIASES.get(key, key)
         if name not in FIELDS:
             raise ConfigError(f"unknown parameter {key!r}; valid parameters: {', '.join(FIELDS)}")
+        if name in given:   # e.g. TRIAL_BUDGET beside epochs: which one was meant?
+            raise ConfigError(f"parameters {given[name]!r} and {key!r} both set {name!r}; keep one")
+        given[name] = key
         value = _coerce(name, value)
         _check(name, value)
         out[name] = value
@@ -207,8 +211,11 @@ def resolve(*layers: Mapping[str, Any] | None) -> TrialConfig:
         if getattr(config, f"filters_{i}") or getattr(config, f"kernel_{i}"):
             raise ConfigError(f"filters_{i}/kernel_{i} set but conv_layers is {config.conv_layers}; "
                               f"raise conv_layers or drop the per-block setting")
-    if any(k % 2 == 0 for k in config.kernels()):
-        raise ConfigError(f"kernel sizes must be odd (they keep the map size with padding k//2), got {config.kernels()}")
+    for i, k in enumerate(config.kernels(), 1):
+        if k % 2 == 0:
+            key = f"kernel_{i}" if getattr(config, f"kernel_{i}") else "kernel"
+            raise ConfigError(f"parameter {key!r} = {k} is even; kernel sizes must be odd (they keep the map size "
+                              f"with padding k//2)")
     if config.loss == "mse" and config.label_smoothing:
         raise ConfigError("label_smoothing applies to cross_entropy only; set it to 0 with loss 'mse'")
     return config

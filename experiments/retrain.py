@@ -31,7 +31,7 @@ PROTOCOLS = ("train_val", "early_stop")
 def protocol_overrides(protocol: str, epochs: int | None, patience: int) -> dict:
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
-    base = {"epochs": epochs} if epochs else {}
+    base = {"epochs": epochs, "eval_test": False} if epochs else {"eval_test": False}  # test is scored below
     if protocol == "train_val":
         return {**base, "keep": "last", "patience": 0}
     return {**base, "keep": "best", "patience": patience}

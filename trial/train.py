@@ -170,11 +170,11 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
              "train_seconds": time.perf_counter() - start, "device": str(device), "diverged": diverged is not None}
     if cfg.eval_test and best_state is not None:
         final["test_accuracy"] = evaluate(model, d.test_x, d.test_y, loss, amp)["accuracy"]
-    if output_dir is not None:
-        save_run(Path(output_dir), cfg, history, final, best_state)
     if diverged:
         print(f"[train] {diverged}", file=sys.stderr)
-        final["error"] = diverged
+        final["error"] = diverged   # before saving: final.json says why the run stopped
+    if output_dir is not None:
+        save_run(Path(output_dir), cfg, history, final, best_state)
     return final
 
 

@@ -1,0 +1,142 @@
+"""`python -m trial` as a real subprocess on tiny data: bad parameters, debug runs end to end, missing data, a diverged
+run and early stopping. Each run gets its own data, cache and output directory.
+
+    .venv/bin/pytest tests/test_trial_cli.py -q
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+from trial import data
+from trial.config import resolve
+from trial.model import build_model
+from trial.train import evaluate, loss_fn
+
+OUTPUTS = ("config.json", "metrics.jsonl", "final.json", "best.pt", "trial.json")
+
+
+def run_trial(*args, timeout=180) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NNI_")}   # debug mode, never NNI's
+    return subprocess.run([sys.executable, "-m", "trial", *map(str, args)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def read_run(out):
+    final = json.loads((out / "final.json").read_text())
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return final, metrics
+
+
+def assert_one_line_error(proc, *words):
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "invalid trial parameters" in lines[0]
+    for word in words:
+        assert word in lines[0]
+
+
+def test_unknown_key_in_params_file(tiny_root, tmp_path):
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"filters": 16, "filterz": 8}))
+    proc = run_trial("--params", params, "--output-dir", tmp_path / "out")
+    assert_one_line_error(proc, "'filterz'", "valid parameters")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag,value,key", [("--batch_size", "many", "batch_size"), ("--kernel", "4", "kernel"),
+                                            ("--activation", "swish", "activation"), ("--dropout", "2", "dropout")])
+def test_bad_value_via_flag(tiny_root, tmp_path, flag, value, key):
+    proc = run_trial(flag, value, "--output-dir", tmp_path / "out")
+    assert_one_line_error(proc, f"'{key}'")
+
+
+@pytest.mark.parametrize("args", [["--smoke"],
+                                  ["--sample", "search_spaces/fmnist.json", "--sample-seed", "3", "--smoke"],
+                                  ["--params", "baselines/deep_cnn.json", "--smoke"]],
+                         ids=["smoke", "sample", "baseline"])
+def test_debug_run_end_to_end(tiny_root, tmp_path, args):
+    out = tmp_path / "out"
+    proc = run_trial(*args, "--output-dir", out)
+    assert proc.returncode == 0, proc.stderr
+    for name in OUTPUTS:
+        assert (out / name).is_file(), name
+    assert "best val accuracy" in proc.stdout and str(out) in proc.stdout
+
+    final, metrics = read_run(out)
+    cfg = resolve(json.loads((out / "config.json").read_text()))
+    assert cfg.epochs == 1 and cfg.train_subset == 512 and len(metrics) == 1
+    assert metrics[0]["default"] == final["best_val_accuracy"] and not final["diverged"]
+    provenance = json.loads((out / "trial.json").read_text())
+    assert provenance["config_digest"] == cfg.digest()
+
+    checkpoint = torch.load(out / "best.pt")
+    assert resolve(checkpoint["config"]) == cfg
+    model = build_model(cfg, data.INFO[cfg.dataset].shape)
+    model.load_state_dict(checkpoint["state_dict"])     # strict: every tensor has its place
+
+    # the checkpoint is the weights that scored best_val_accuracy, on the same validation images
+    d = data.prepare(cfg.dataset, cfg.val_size, cfg.split_seed, torch.device("cpu"), cfg.train_subset, with_test=False)
+    accuracy = evaluate(model, d.val_x, d.val_y, loss_fn(cfg), amp=False)["accuracy"]
+    assert abs(accuracy - final["best_val_accuracy"]) <= 1.5 / cfg.val_size
+
+
+def test_sample_draws_what_it_says(tiny_root, tmp_path):
+    from trial.search_space import sample_file
+    out = tmp_path / "out"
+    proc = run_trial("--sample", "search_spaces/fmnist.json", "--sample-seed", "3", "--smoke", "--output-dir", out)
+    assert proc.returncode == 0, proc.stderr
+    sampled = sample_file(str(REPO / "search_spaces" / "fmnist.json"), 3)
+    assert json.loads((out / "trial.json").read_text())["sampled_params"] == sampled
+    smoke = {"train_subset": 512, "val_size": 256, "epochs": 1}
+    assert json.loads((out / "config.json").read_text()) == resolve(sampled, smoke).to_dict()
+
+
+@pytest.mark.parametrize("how", ["environment", "flag"])
+def test_missing_dataset(tiny_root, tmp_path, monkeypatch, how):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    if how == "environment":
+        monkeypatch.setenv("CNNSEARCH_DATA", str(empty))
+        proc = run_trial("--smoke", "--dataset", "cifar10", "--output-dir", tmp_path / "out")
+    else:
+        proc = run_trial("--smoke", "--dataset", "cifar10", "--data-dir", empty, "--output-dir", tmp_path / "out")
+    assert proc.returncode != 0
+    assert "dataset 'cifar10' not found" in proc.stderr and str(empty) in proc.stderr
+    assert "--data-dir" in proc.stderr and "CNNSEARCH_DATA" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_diverged_run_keeps_its_result(tiny_root, tmp_path):
+    out = tmp_path / "out"
+    proc = run_trial("--smoke", "--optimizer", "sgd", "--learning_rate", "10", "--momentum", "0.99",
+                     "--loss", "cross_entropy", "--lr_schedule", "constant", "--epochs", "4", "--output-dir", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "DIVERGED" in proc.stdout
+    final, metrics = read_run(out)
+    assert final["diverged"] is True
+    assert "learning rate" in final["error"]
+    assert final["epochs_run"] == len(metrics) < 4
+    assert (out / "config.json").is_file() and (out / "trial.json").is_file()
+
+
+def test_early_stopping(tiny_root, tmp_path):
+    out = tmp_path / "out"
+    epochs = 10
+    proc = run_trial("--smoke", "--epochs", epochs, "--patience", "1", "--lr_schedule", "constant",
+                     "--output-dir", out)
+    assert proc.returncode == 0, proc.stderr
+    final, metrics = read_run(out)
+    accuracies = [m["default"] for m in metrics]
+    assert final["epochs_run"] == len(metrics) < epochs
+    assert final["best_val_accuracy"] == final["default"] == max(accuracies)
+    assert accuracies[final["best_epoch"] - 1] == max(accuracies)
+    assert final["epochs_run"] - final["best_epoch"] == 1       # stopped after one epoch without improvement
+    assert [m["epoch"] for m in metrics] == list(range(1, len(metrics) + 1))

@@ -1,0 +1,168 @@
+"""The results side on a real tiny NNI experiment: export, retrain and evaluate, the report, the exported model."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from experiments import export, report
+from experiments.evaluate import classification_metrics, export_model, load_checkpoint, predict_proba
+from experiments.retrain import retrain
+from tests import tiny_data
+from tests.nni_helpers import REPO, experiment_env, nnictl_path, running_experiment, write_config
+from trial import data as data_mod
+
+EPOCHS = 2
+SPACE = {"filters": {"_type": "choice", "_value": [8, 16]}, "dense_units": {"_type": "choice", "_value": [16, 32]},
+         "learning_rate": {"_type": "loguniform", "_value": [1e-3, 1e-2]}}
+
+
+@pytest.fixture(scope="module")
+def finished_experiment(tmp_path_factory):
+    """A real 4-trial TPE experiment on tiny Fashion-MNIST, run to its end and stopped: (id, workdir, data root)."""
+    if nnictl_path() is None:
+        pytest.skip("nnictl is not installed (pip install -r requirements.txt)")
+    tmp = tmp_path_factory.mktemp("report")
+    root = tiny_data.write_all(tmp / "data")
+    config = write_config(tmp / "exp.yml", tmp, search_space=SPACE, max_trials=4, concurrency=2,
+                          tuner={"name": "TPE", "classArgs": {"optimize_mode": "maximize"}},
+                          trial_command=f"python -m trial --dataset fmnist --epochs {EPOCHS} --val_size 128 "
+                                        f"--batch_size 64")
+    env = experiment_env(tmp, root)
+    with running_experiment(config, env) as exp:
+        exp.wait_for_trials(4, timeout=240)
+        exp_id, workdir = exp.id, exp.workdir
+    return exp_id, workdir, root
+
+
+@pytest.fixture
+def tiny_env(finished_experiment, monkeypatch, tmp_path):
+    monkeypatch.setenv("CNNSEARCH_DATA", str(finished_experiment[2]))
+    monkeypatch.setenv("CNNSEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CNNSEARCH_NO_DOWNLOAD", "1")
+    return finished_experiment
+
+
+def test_export_round_trips_every_trial(tiny_env, tmp_path):
+    exp_id, workdir, _ = tiny_env
+    out = tmp_path / "trials.csv"
+    assert export.main([exp_id, "--root", str(workdir), "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert len(table) == 4
+    assert set(table["status"]) == {"SUCCEEDED"}
+    assert (table["n_intermediate"] == EPOCHS).all()
+    assert table["final_default"].between(0, 1).all()
+    assert (table["params_source"] == "trial").all()
+    # each result carries the hash of the parameters the trial received: the row's parameters are the trained ones
+    assert table["final_digest_ok"].all()
+    for _, row in table.iterrows():
+        own = json.loads((Path(row["trial_dir"]) / "trial.json").read_text())["sampled_params"]
+        assert row["param_filters"] == own["filters"] and row["param_dense_units"] == own["dense_units"]
+        assert json.loads(row["intermediate"])[-1] == pytest.approx(
+            json.loads((Path(row["trial_dir"]) / "metrics.jsonl").read_text().splitlines()[-1])["default"])
+
+
+def test_export_reports_a_missing_experiment_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found under .*pass --root"):
+        export.experiment_dir("nosuchid", tmp_path)
+
+
+def test_retrain_metrics_agree_with_a_direct_computation(tiny_env, tmp_path):
+    params = {"dataset": "fmnist", "filters": 8, "dense_units": 16, "val_size": 128, "batch_size": 64}
+    runs = retrain(params, [0, 1], tmp_path / "runs", protocol="early_stop", epochs=2, progress=False)
+    assert [r["seed"] for r in runs] == [0, 1]
+    for run in runs:
+        pred = np.load(Path(run["dir"]) / "test_predictions.npz")
+        y, y_hat = pred["y"], pred["proba"].argmax(1)
+        m = run["test"]
+        assert m["accuracy"] == pytest.approx(float((y == y_hat).mean()))
+        cm = np.array(m["confusion_matrix"])
+        assert cm.sum() == len(y) == 200          # the tiny test split
+        assert np.trace(cm) == (y == y_hat).sum()
+        for k, name in enumerate(data_mod.INFO["fmnist"].classes):
+            if cm[k].sum():
+                assert m["per_class"][name]["recall"] == pytest.approx(cm[k, k] / cm[k].sum())
+        # the checkpoint on disk is the model that was scored
+        model, _ = load_checkpoint(Path(run["dir"]) / "best.pt")
+        d = data_mod.prepare("fmnist", 128, 0, torch.device("cpu"))
+        assert np.allclose(predict_proba(model, d.test_x), pred["proba"], atol=1e-5)
+    # train_val trains on train + validation and keeps the last weights
+    tv = retrain(params, [0], tmp_path / "tv", protocol="train_val", epochs=1, progress=False)
+    assert tv[0]["config"]["keep"] == "last"
+
+
+def test_classification_metrics_match_hand_counts():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    proba = np.eye(3)[[0, 1, 1, 1, 2, 0]] * 0.9 + 0.1 / 3
+    m = classification_metrics(y, proba, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert m["per_class"]["a"]["recall"] == pytest.approx(1 / 2)
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+
+
+def test_report_writes_every_file(tiny_env, tmp_path):
+    exp_id, workdir, _ = tiny_env
+    out = tmp_path / "report"
+    assert report.main([exp_id, "--root", str(workdir), "--out", str(out), "--seeds", "0", "1", "--smoke",
+                        "--baseline", "baselines/simple_cnn.json"]) == 0
+    pngs = ["optimization_history.png", "learning_curves.png", "accuracy_vs_params.png", "parallel_coordinates.png",
+            "importance.png", "confusion_matrix.png", "winner_vs_baseline.png", "misclassified.png"]
+    for name in pngs + ["report.md", "trials.csv", "runs.csv", "summary.json", "model/model.pt2",
+                        "model/model.json", "model/model_state.pt"]:
+        assert (out / name).is_file(), name
+    from PIL import Image
+    for name in pngs:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(out / name) as img:
+            img.verify()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_trials"] == 4 and summary["trial_counts"] == {"SUCCEEDED": 4}
+    assert set(summary["groups"]) == {f"winner1_{summary['best_trial']}", "baseline_simple_cnn"}
+    assert all(len(g["test_accuracies"]) == 2 for g in summary["groups"].values())
+    assert "baseline_simple_cnn" in summary["comparisons"]
+    text = (out / "report.md").read_text()
+    assert f"python -m experiments.report {exp_id}" in text
+    assert "Scientific hyperparameters" in text and "filters" in text and "Nuisance" in text
+    for name in pngs:
+        assert f"({name})" in text
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 4 and runs["test_accuracy"].between(0, 1).all()
+
+
+def test_exported_model_predicts_alone_in_a_fresh_process(tmp_path, tiny_root):
+    run = retrain({"dataset": "fmnist", "filters": 8, "dense_units": 16, "val_size": 128}, [0], tmp_path / "r",
+                  protocol="early_stop", epochs=1, progress=False)[0]
+    model_dir = export_model(Path(run["dir"]) / "best.pt", tmp_path / "model")
+    from PIL import Image
+    raw = data_mod.load("fmnist").test_x[:5]
+    paths = []
+    for i, img in enumerate(raw):
+        paths.append(tmp_path / f"img{i}.png")
+        Image.fromarray(img[0].numpy()).save(paths[-1])
+    script = f"""
+import json, runpy, sys
+predict = runpy.run_path({str(REPO / 'experiments' / 'predict.py')!r})
+model, meta = predict['load']({str(model_dir)!r})
+x = predict['read_images']({[str(p) for p in paths]!r}, meta['input_shape'])
+proba = model(x).tolist()
+assert not any(m == 'trial' or m.startswith('trial.') or m.startswith('experiments') for m in sys.modules), \\
+    sorted(m for m in sys.modules if m.startswith(('trial', 'experiments')))
+print(json.dumps(proba))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    proba = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
+    model, cfg = load_checkpoint(Path(run["dir"]) / "best.pt")
+    expected = predict_proba(model, data_mod.normalise(raw, data_mod.INFO["fmnist"], torch.device("cpu")))
+    assert np.allclose(proba, expected, atol=1e-4)
+    cli = subprocess.run([sys.executable, str(REPO / "experiments" / "predict.py"), str(model_dir), str(paths[0])],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.split("\t")[1] == data_mod.INFO["fmnist"].classes[int(expected[0].argmax())]

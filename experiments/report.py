@@ -86,7 +86,8 @@ def make_report(experiment_id: str, out: Path, root=None, top_k: int = 1, seeds=
         raise SystemExit(f"experiment {experiment_id} has no SUCCEEDED trial with a final result yet "
                          f"({len(trials)} trials: {counts}); wait for one, then run this again")
     winners = finished.sort_values("final_default", ascending=False).head(top_k)
-    extra = dict(SMOKE) if smoke else {}
+    # the search may have trained on a subset (a cheap fidelity); the winners and the baseline retrain on all of it
+    extra = dict(SMOKE) if smoke else {"train_subset": 0}
 
     groups: dict[str, list[dict]] = {}
     progress_total = (len(winners) + len(baselines)) * len(seeds)
@@ -97,13 +98,15 @@ def make_report(experiment_id: str, out: Path, root=None, top_k: int = 1, seeds=
         print(f"[report] retraining {name} (val {w['final_default']:.4f}) over seeds {list(seeds)}: "
               f"{len(groups) * len(seeds)}/{progress_total} runs done", file=sys.stderr)
         groups[name] = retrain(config, seeds, out / "runs" / name, protocol, epochs, extra=extra, data_dir=data_dir)
-    dataset = groups[next(iter(groups))][0]["config"]["dataset"]
+    first_winner_name = next(iter(groups))
+    dataset = groups[first_winner_name][0]["config"]["dataset"]
     budget = groups[next(iter(groups))][0]["config"]["epochs"]
     for path in baselines:
         name = f"baseline_{Path(path).stem}"
         print(f"[report] retraining {name} over seeds {list(seeds)}: {len(groups) * len(seeds)}/{progress_total} "
               f"runs done, {time.perf_counter() - started:.0f}s", file=sys.stderr)
-        params = {**load_params_file(path), "dataset": dataset, "epochs": budget}
+        params = {**load_params_file(path), "dataset": dataset, "epochs": budget,
+                  **{k: groups[first_winner_name][0]["config"][k] for k in ("val_size", "split_seed")}}
         groups[name] = retrain(params, seeds, out / "runs" / name, protocol, epochs, extra=extra, data_dir=data_dir)
 
     summary = {name: summarise(runs) for name, runs in groups.items()}

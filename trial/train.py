@@ -129,6 +129,7 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     loss = loss_fn(cfg)
     fill = data_mod.normalise(torch.zeros(1, d.info.shape[0], 1, 1), d.info, device).flatten()
     bar = _progress_bar(cfg.epochs * len(d.train_x)) if progress else None
+    startup = time.time() - _process_start()   # imports, data, model: what a trial pays before its first step
 
     history: list[dict] = []
     best_acc, best_state, best_epoch, stale = -1.0, None, 0, 0
@@ -167,7 +168,8 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
         model.load_state_dict(best_state)   # early stopping restores the best-validation weights
     final = {"default": max(best_acc, 0.0), "best_val_accuracy": max(best_acc, 0.0), "best_epoch": best_epoch,
              "epochs_run": len(history), "params": count_parameters(model),
-             "train_seconds": time.perf_counter() - start, "device": str(device), "diverged": diverged is not None}
+             "train_seconds": time.perf_counter() - start, "startup_seconds": startup, "device": str(device),
+             "diverged": diverged is not None}
     if cfg.eval_test and best_state is not None:
         final["test_accuracy"] = evaluate(model, d.test_x, d.test_y, loss, amp)["accuracy"]
     if diverged:
@@ -186,6 +188,17 @@ def save_run(out: Path, cfg: TrialConfig, history: list[dict], final: dict, stat
     (out / "final.json").write_text(json.dumps(final, indent=2) + "\n")
     if state is not None:
         torch.save({"config": cfg.to_dict(), "state_dict": state, "metrics": final}, out / "best.pt")
+
+
+def _process_start() -> float:
+    try:
+        import psutil   # installed with nni; absent on a bare GPU box, where the module import time stands in
+        return psutil.Process().create_time()
+    except ImportError:
+        return _IMPORTED_AT
+
+
+_IMPORTED_AT = time.time()
 
 
 def _progress_bar(total: int):

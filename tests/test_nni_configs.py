@@ -1,0 +1,212 @@
+"""Every experiment YAML in nni_configs/ is valid for NNI 3.0 and every configuration it can start is valid for the trial.
+
+Checks without starting anything: NNI's own config classes load and canonicalise each YAML; the tuner and assessor are
+built (or their class args validated) the way NNI's dispatcher would; 50 draws from the search space, with the trial
+command's flags applied, resolve to a TrialConfig; the optimize modes are `maximize`.
+"""
+from __future__ import annotations
+
+import math
+import random
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from nni.experiment.config import ExperimentConfig
+
+from trial.__main__ import parse_args
+from trial.config import TrialConfig, load_params_file, resolve
+from trial.search_space import load_space, sample
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = sorted((REPO / "nni_configs").glob("*.yml"))
+NAMES = [p.name for p in CONFIGS]
+DRAWS = 50
+MAXIMIZERS = {"tpe", "hyperband", "medianstop", "evolution", "bohb"}   # algorithms whose optimize_mode matters
+
+
+def raw(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def canonical(path: Path) -> dict:
+    """The canonical form NNI sends to its manager (relative paths resolved against the YAML's folder)."""
+    config = ExperimentConfig.load(path)
+    config.validate()
+    return config.json()
+
+
+def trial_args(command: str):
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "trial"], f"trialCommand must run `python -m trial`, got {command!r}"
+    return parse_args(argv[3:])
+
+
+def cli_layer(args) -> dict:
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+
+
+def algorithm_name(algo: dict) -> str:
+    return (algo.get("name") or algo["className"].rsplit(".", 1)[-1]).lower().replace("fixed", "")
+
+
+def is_hyperband(config: dict) -> bool:
+    return algorithm_name(config["tuner"]) == "hyperband"
+
+
+def test_there_are_configs_for_every_dataset_and_study():
+    expected = {f"{ds}{suffix}.yml" for ds in ("mnist", "fmnist", "cifar10") for suffix in ("", "_baseline")}
+    expected |= {"mnist_hyperband.yml", "mnist_random.yml", "mnist_grid.yml"}
+    assert expected <= set(NAMES)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=NAMES)
+def test_config_validates_with_nni(path):
+    config = canonical(path)
+    assert config["trainingService"]["platform"] == "local"
+    assert Path(config["trialCodeDirectory"]) == REPO
+    assert Path(config["searchSpaceFile"]).is_file()
+    assert config["trialConcurrency"] == 2
+    assert config["maxTrialNumber"] > 0 and config["maxExperimentDuration"]
+    # advisor: is deprecated in NNI 3.0; Hyperband is a customized tuner
+    assert "advisor" not in raw(path) and config.get("advisor") is None
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=NAMES)
+def test_header_says_what_runs_and_how(path):
+    text = path.read_text()
+    assert text.startswith("# ")
+    assert f"nnictl create --config nni_configs/{path.name}" in text
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=NAMES)
+def test_gpu_is_not_pinned(path):
+    # trialGpuNumber: 0 makes NNI 3.0 hide every GPU from local trials; unset lets device "auto" find CUDA
+    config = raw(path)
+    assert "trialGpuNumber" not in config
+    assert "trialGpuNumber" not in config["trainingService"]
+    assert "CUDA_VISIBLE_DEVICES" in path.read_text()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=NAMES)
+def test_optimize_mode_is_maximize(path):
+    config = raw(path)
+    for role in ("tuner", "assessor"):
+        algo = config.get(role)
+        if algo is None:
+            continue
+        mode = (algo.get("classArgs") or {}).get("optimize_mode")
+        if algorithm_name(algo) in MAXIMIZERS:
+            assert mode == "maximize", f"{role} {algorithm_name(algo)} must set optimize_mode: maximize"
+        else:
+            assert mode in (None, "maximize")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=NAMES)
+def test_trial_command_parses(path):
+    config = raw(path)
+    args = trial_args(config["trialCommand"])
+    dataset = path.stem.split("_")[0]
+    assert args.cfg_dataset == dataset
+    if args.params:
+        assert (REPO / args.params).is_file(), "--params is relative to trialCodeDirectory (the repo root)"
+    if is_hyperband(config):
+        # the budget arrives as TRIAL_BUDGET (= epochs); a flag would outrank it, early stopping would cut it
+        assert args.cfg_epochs is None and args.cfg_patience is None
+    else:
+        assert args.cfg_epochs is not None, "non-Hyperband configs fix the epochs on the command line"
+
+
+def _budgets(class_args: dict) -> list[int]:
+    """Every budget NNI's Hyperband hands out for these class args: floor(R * eta**-s * eta**i)."""
+    R, eta = class_args.get("R", 60), class_args.get("eta", 3)
+    s_max = math.floor(math.log(R, eta) + 1e-6)
+    return sorted({math.floor(R / eta ** s * eta ** i + 1e-6) for s in range(s_max + 1) for i in range(s + 1)})
+
+
+def _draws(config: dict, space: dict) -> list[dict]:
+    draws = [sample(space, random.Random(seed)) for seed in range(DRAWS)]
+    if is_hyperband(config):
+        budgets = _budgets(config["tuner"]["classArgs"])
+        draws = [{**d, "TRIAL_BUDGET": budgets[i % len(budgets)]} for i, d in enumerate(draws)]
+    return draws
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=NAMES)
+def test_every_draw_resolves_with_the_trial_command(path):
+    config = canonical(path)
+    space = load_space(config["searchSpaceFile"])
+    args = trial_args(config["trialCommand"])
+    file_params = load_params_file(str(REPO / args.params)) if args.params else {}
+    cli = cli_layer(args)
+    for draw in _draws(config, space):
+        cfg = resolve(file_params, draw, cli)
+        assert isinstance(cfg, TrialConfig)
+        assert cfg.dataset == path.stem.split("_")[0]
+        if "TRIAL_BUDGET" in draw:
+            assert cfg.epochs == draw["TRIAL_BUDGET"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=NAMES)
+def test_nni_builds_the_algorithms(path):
+    """What the dispatcher does at start (a tuner that fails there leaves the experiment RUNNING with no trials):
+    built-in tuners are created, given the search space, and their first suggestions resolve."""
+    from nni.tools.package_utils.tuner_factory import create_builtin_class_instance
+
+    config = canonical(path)
+    space = load_space(config["searchSpaceFile"])
+    args = trial_args(config["trialCommand"])
+    file_params = load_params_file(str(REPO / args.params)) if args.params else {}
+    tuner = config["tuner"]
+    if "name" in tuner:
+        algo = create_builtin_class_instance(tuner["name"], tuner.get("classArgs"), "tuners")
+        algo.update_search_space(space)
+        for i in range(5):
+            try:
+                params = algo.generate_parameters(i)
+            except Exception as err:   # GridSearch: nni.NoMoreTrialError once the grid is used up
+                if type(err).__name__ == "NoMoreTrialError":
+                    break
+                raise
+            resolve(file_params, params, cli_layer(args))
+    if config.get("assessor"):
+        assessor = config["assessor"]
+        create_builtin_class_instance(assessor["name"], assessor.get("classArgs"), "assessors")
+
+
+def test_hyperband_config_loads_the_fixed_advisor():
+    """The customized-tuner form that NNI 3.0 accepts: codeDirectory + className (module.Class) + classArgs."""
+    from nni.algorithms.hpo.hyperband_advisor import Hyperband, HyperbandClassArgsValidator
+
+    config = canonical(REPO / "nni_configs" / "mnist_hyperband.yml")
+    tuner = config["tuner"]
+    assert Path(tuner["codeDirectory"]) == REPO / "experiments"
+    module_name, class_name = tuner["className"].rsplit(".", 1)
+    sys.path.insert(0, tuner["codeDirectory"])      # what nni's create_customized_class_instance does
+    try:
+        module = __import__(module_name)
+    finally:
+        sys.path.remove(tuner["codeDirectory"])
+    cls = getattr(module, class_name)
+    assert issubclass(cls, Hyperband)
+    HyperbandClassArgsValidator().validate_class_args(**tuner["classArgs"])
+    assert tuner["classArgs"]["optimize_mode"] == "maximize"
+    assert _budgets(tuner["classArgs"]) == [1, 3, 9]
+
+
+def test_fixed_hyperband_compares_string_ids():
+    """The fix itself, on the methods NNI calls (no dispatcher needed)."""
+    from experiments.hyperband_fix import FixedHyperband, serial_number
+
+    assert serial_number("0-1_0_5") == 5 and serial_number(7) == 7 and serial_number("-1_0_0") == 0
+    assert serial_number(None) is None and serial_number("custom") is None
+    hb = FixedHyperband.__new__(FixedHyperband)          # skip __init__: it connects to NNI's websocket
+    hb.recovered_max_param_id, hb.recovered_trial_params = -1, {}
+    assert not hb.is_created_in_previous_exp("0-1_0_0")  # the built-in raises TypeError here
+    assert not hb.is_created_in_previous_exp(None)
+    # a resumed experiment: ids up to serial 4 were made before
+    assert hb.recover_parameter_id([{"parameter_id": "0-2_0_3", "parameters": {}},
+                                    {"parameter_id": "0-2_1_4", "parameters": {}}]) == 4
+    assert hb.is_created_in_previous_exp("0-2_1_4") and not hb.is_created_in_previous_exp("1-2_0_5")

@@ -305,7 +305,7 @@ def test_concurrent_loaders_decode_once_and_agree(isolated_env):
     root = isolated_env / "data"
     tiny_data.write_cifar_bin(root, per_batch=400, n_test=400, ext=".xz")   # large enough to overlap the decodes
     env = {**os.environ, "CNNSEARCH_DATA": str(root), "CNNSEARCH_CACHE": str(isolated_env / "cache"),
-           "CNNSEARCH_NO_DOWNLOAD": "1"}
+           "CNNSEARCH_NO_DOWNLOAD": "1", "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-c", LOADER], cwd=REPO, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [p.communicate(timeout=120) for p in procs]

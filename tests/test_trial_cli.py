@@ -15,7 +15,7 @@ import torch
 
 from tests.conftest import REPO
 from trial import data
-from trial.config import resolve
+from trial.config import load_params_file, resolve
 from trial.model import build_model
 from trial.search_space import sample_file
 from trial.train import evaluate, loss_fn
@@ -78,10 +78,13 @@ def test_debug_run_end_to_end(tiny_root, tmp_path, args):
     assert metrics[0]["default"] == final["best_val_accuracy"] and not final["diverged"]
     provenance = json.loads((out / "trial.json").read_text())
     assert provenance["config_digest"] == cfg.digest()
+    smoke = {"train_subset": 512, "val_size": 256, "epochs": 1}
     if "--sample" in args:      # the draw is the seeded one, and it is what was trained (under the smoke settings)
         sampled = sample_file(str(REPO / args[1]), int(args[3]))
         assert provenance["sampled_params"] == sampled
-        assert cfg == resolve(sampled, {"train_subset": 512, "val_size": 256, "epochs": 1})
+        assert cfg == resolve(sampled, smoke)
+    if "--params" in args:
+        assert cfg == resolve(load_params_file(str(REPO / args[1])), smoke)
 
     checkpoint = torch.load(out / "best.pt")
     assert resolve(checkpoint["config"]) == cfg

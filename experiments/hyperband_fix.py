@@ -7,8 +7,14 @@ the built-in advisor dies on the first metric with `'<=' not supported between i
 
 How: the last part of a Hyperband id is the serial number from the advisor's counter, the same number that a resumed
 experiment continues from. This subclass compares that serial number, and also records the serial numbers of string
-ids when an experiment is resumed (the base class skips them). Nothing else changes; the budget still reaches the trial
-as the parameter key `TRIAL_BUDGET` (epochs, see trial/config.py).
+ids when an experiment is resumed (the base class skips them).
+
+A second fix: with trialConcurrency > 1, NNI 3.0's local training service can hand a trial another trial's parameter
+set, and the "trial end" event then names the parameter id NNI recorded, not the one the trial ran (upstream #5726),
+so the base class counts the end in the wrong bracket round and may promote a round before its configurations have
+finished. This subclass takes the id from the trial's own metric reports (they carry the id it received) when it has
+one. Nothing else changes; the budget still reaches the trial as the parameter key `TRIAL_BUDGET` (epochs, see
+trial/config.py).
 
 Experiment configs use it as a customized tuner (NNI 3.0 folds the old `advisor:` section into `tuner:`); paths are
 relative to the YAML file, here one in nni_configs/:
@@ -48,6 +54,13 @@ class FixedHyperband(Hyperband):
     def is_created_in_previous_exp(self, param_id) -> bool:
         serial = serial_number(param_id)
         return serial is not None and serial <= self.recovered_max_param_id
+
+    def handle_trial_end(self, data):
+        reported = self.job_id_para_id_map.get(data["trial_job_id"])   # filled from the trial's own metrics
+        record = nni.load(data["hyper_params"])
+        if reported is not None and record.get("parameter_id") != reported:
+            data = {**data, "hyper_params": nni.dump({**record, "parameter_id": reported})}
+        super().handle_trial_end(data)
 
     def recover_parameter_id(self, data) -> int:
         records = data if isinstance(data, list) else [data]

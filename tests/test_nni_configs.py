@@ -6,6 +6,7 @@ command's flags applied, resolve to a TrialConfig; the optimize modes are `maxim
 """
 from __future__ import annotations
 
+import importlib
 import math
 import random
 import shlex
@@ -149,28 +150,50 @@ def test_every_draw_resolves_with_the_trial_command(path):
             assert cfg.epochs == draw["TRIAL_BUDGET"]
 
 
+def load_custom(algo: dict):
+    """A customized algorithm's class, imported the way NNI's create_customized_class_instance does."""
+    module_name, class_name = algo["className"].rsplit(".", 1)
+    sys.path.insert(0, algo["codeDirectory"])
+    try:
+        module = importlib.import_module(module_name)
+    finally:
+        sys.path.remove(algo["codeDirectory"])
+    return getattr(module, class_name)
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=NAMES)
 def test_nni_builds_the_algorithms(path):
     """What the dispatcher does at start (a tuner that fails there leaves the experiment RUNNING with no trials):
-    built-in tuners are created, given the search space, and their first suggestions resolve."""
-    from nni.tools.package_utils.tuner_factory import create_builtin_class_instance
+    tuners are created, given the search space, and their first suggestions resolve."""
+    from nni.runtime.msg_dispatcher_base import MsgDispatcherBase
+    from nni.tools.package_utils.tuner_factory import create_builtin_class_instance, create_validator_instance
 
     config = canonical(path)
     space = load_space(config["searchSpaceFile"])
     args = trial_args(config["trialCommand"])
     file_params = load_params_file(str(REPO / args.params)) if args.params else {}
     tuner = config["tuner"]
+    class_args = tuner.get("classArgs") or {}
     if "name" in tuner:
-        algo = create_builtin_class_instance(tuner["name"], tuner.get("classArgs"), "tuners")
-        algo.update_search_space(space)
-        for i in range(5):
-            try:
-                params = algo.generate_parameters(i)
-            except Exception as err:   # GridSearch: nni.NoMoreTrialError once the grid is used up
-                if type(err).__name__ == "NoMoreTrialError":
-                    break
-                raise
-            resolve(file_params, params, cli_layer(args))
+        validator = create_validator_instance("tuners", tuner["name"])
+        if validator:
+            validator.validate_class_args(**class_args)
+        algo = create_builtin_class_instance(tuner["name"], class_args, "tuners")
+    else:
+        cls = load_custom(tuner)
+        if issubclass(cls, MsgDispatcherBase):   # an advisor opens NNI's websocket when built: checked below
+            assert algorithm_name(tuner) == "hyperband"
+            return
+        algo = cls(**class_args)
+    algo.update_search_space(space)
+    for i in range(5):
+        try:
+            params = algo.generate_parameters(i)
+        except Exception as err:   # GridSearch: nni.NoMoreTrialError once the grid is used up
+            if type(err).__name__ == "NoMoreTrialError":
+                break
+            raise
+        resolve(file_params, params, cli_layer(args))
     if config.get("assessor"):
         assessor = config["assessor"]
         create_builtin_class_instance(assessor["name"], assessor.get("classArgs"), "assessors")
@@ -183,17 +206,48 @@ def test_hyperband_config_loads_the_fixed_advisor():
     config = canonical(REPO / "nni_configs" / "mnist_hyperband.yml")
     tuner = config["tuner"]
     assert Path(tuner["codeDirectory"]) == REPO / "experiments"
-    module_name, class_name = tuner["className"].rsplit(".", 1)
-    sys.path.insert(0, tuner["codeDirectory"])      # what nni's create_customized_class_instance does
-    try:
-        module = __import__(module_name)
-    finally:
-        sys.path.remove(tuner["codeDirectory"])
-    cls = getattr(module, class_name)
-    assert issubclass(cls, Hyperband)
+    assert issubclass(load_custom(tuner), Hyperband)
     HyperbandClassArgsValidator().validate_class_args(**tuner["classArgs"])
     assert tuner["classArgs"]["optimize_mode"] == "maximize"
     assert _budgets(tuner["classArgs"]) == [1, 3, 9]
+
+
+@pytest.mark.parametrize("name", ["mnist.yml", "fmnist.yml", "cifar10.yml"])
+def test_tpe_configs_use_the_fixed_tpe(name):
+    from nni.algorithms.hpo.tpe_tuner import TpeTuner
+
+    tuner = canonical(REPO / "nni_configs" / name)["tuner"]
+    cls = load_custom(tuner)
+    assert issubclass(cls, TpeTuner) and cls is not TpeTuner
+    assert cls(**tuner["classArgs"]).optimize_mode.value == "maximize"
+
+
+SMALL_SPACE = {"filters": {"_type": "choice", "_value": [8, 16]},
+               "learning_rate": {"_type": "loguniform", "_value": [1e-4, 1e-2]}}
+
+
+def test_fixed_tpe_accepts_a_result_after_a_mispaired_trial_end():
+    """The order NNI 3.0 produces: parameters 0 and 1 run, the trial that ran 1 ends first but NNI names its end
+    with id 0, then the trial that ran 0 reports. The built-in TPE raises KeyError (and its dispatcher dies)."""
+    from nni.algorithms.hpo.tpe_tuner import TpeTuner
+
+    from experiments.tpe_fix import FixedTPE
+
+    def replay(tuner):
+        tuner.update_search_space(SMALL_SPACE)
+        p0, p1 = tuner.generate_parameters(0), tuner.generate_parameters(1)
+        tuner.receive_trial_result(1, p1, {"default": 0.7})
+        tuner.trial_end(0, True)                 # NNI's record of the trial that ran id 1
+        tuner.receive_trial_result(0, p0, {"default": 0.5})
+        tuner.trial_end(1, True)
+        return tuner
+
+    with pytest.raises(KeyError):
+        replay(TpeTuner(optimize_mode="maximize", seed=0))
+    tuner = replay(FixedTPE(optimize_mode="maximize", seed=0))
+    assert not tuner._running_params
+    history = list(tuner._history.values())     # one list of (value, loss) records per search-space key
+    assert len(history) == 2 and all(sorted(r.loss for r in h) == [-0.7, -0.5] for h in history)  # both learnt
 
 
 def test_fixed_hyperband_compares_string_ids():
@@ -210,3 +264,26 @@ def test_fixed_hyperband_compares_string_ids():
     assert hb.recover_parameter_id([{"parameter_id": "0-2_0_3", "parameters": {}},
                                     {"parameter_id": "0-2_1_4", "parameters": {}}]) == 4
     assert hb.is_created_in_previous_exp("0-2_1_4") and not hb.is_created_in_previous_exp("1-2_0_5")
+
+
+def test_fixed_hyperband_counts_a_trial_end_under_the_id_the_trial_ran(monkeypatch):
+    """NNI names the end of the trial that ran '0-1_0_0' with '0-0_0_3' (its record of another trial): the fixed
+    advisor counts it in bracket 0-1, where the trial's own metrics put it."""
+    import nni
+    from nni.runtime import msg_dispatcher_base
+
+    from experiments.hyperband_fix import FixedHyperband
+
+    monkeypatch.setattr(msg_dispatcher_base, "dispatcher_env_vars",   # no websocket: NNI's unit-test address
+                        msg_dispatcher_base.dispatcher_env_vars._replace(NNI_TUNER_COMMAND_CHANNEL="ws://_unittest_"))
+    hb = FixedHyperband(optimize_mode="maximize", R=3, eta=3)
+    hb.handle_update_search_space(SMALL_SPACE)
+    ids = [hb._get_one_trial_job()["parameter_id"] for _ in range(5)]
+    assert [i.split("_", 1)[0] for i in ids] == ["0-1", "0-1", "0-1", "0-0", "0-0"]
+    ran, recorded = ids[0], ids[3]
+    hb.handle_report_metric_data({"parameter_id": ran, "trial_job_id": "A", "type": "FINAL", "sequence": 0,
+                                  "value": nni.dump({"default": 0.9})})
+    hb.handle_trial_end({"trial_job_id": "A", "event": "SUCCEEDED",
+                         "hyper_params": nni.dump({"parameter_id": recorded, "parameters": {}})})
+    assert hb.brackets["0-1"].num_finished_configs[0] == 1
+    assert hb.brackets["0-0"].num_finished_configs[0] == 0

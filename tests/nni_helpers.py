@@ -63,6 +63,8 @@ def experiment_env(tmp_path: Path, data_root: Path, **extra: str) -> dict[str, s
         # trials run `python -m trial`: make it this interpreter, with torch and nni
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",
+        # two trials share 2 cores: one torch thread each (extra threads make tiny batches many times slower)
+        "OMP_NUM_THREADS": "1",
     })
     env.update(extra)
     (tmp_path / "home").mkdir(exist_ok=True)

@@ -3,7 +3,7 @@
 Each test writes tiny datasets into tmp_path, derives an experiment YAML from a shipped nni_configs/ file (or writes
 one), starts it with `nnictl create --port P`, polls the REST API until its trials have finished, checks them against
 each trial's own record (trial.json in its output folder), and always stops the experiment by its id. Experiment
-folders and nnictl's registry stay in tmp_path. About 3-4 minutes on an idle 2-core CPU.
+folders and nnictl's registry stay in tmp_path. About 2.5-3 minutes on a busy 2-core CPU.
 
     .venv/bin/pytest tests/test_nni_experiments.py -q -s      # -s shows how many trials NNI mis-paired
 """

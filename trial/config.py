@@ -81,6 +81,7 @@ class TrialConfig:
     seed: int = 0
     # run
     device: str = "auto"              # "auto" (cuda if present), "cpu", "cuda", "cuda:1"
+    threads: int = 0                  # CPU threads for torch (0 = torch's default); cores / trialConcurrency under NNI
     amp: bool = True                  # mixed precision (bfloat16) on CUDA; ignored on the CPU
     eval_test: bool = True            # evaluate the best-validation weights on the test split at the end
 
@@ -105,7 +106,8 @@ _RANGES = {"val_size": (1, None), "train_subset": (0, None), "conv_layers": (1, 
            "filters": (1, 4096), "kernel": (1, 11), "convs_per_block": (1, 4), "conv_dropout": (0.0, 0.95),
            "dense_units": (0, 1 << 16), "dropout": (0.0, 0.95), "learning_rate": (1e-8, 10.0),
            "momentum": (0.0, 0.999), "weight_decay": (0.0, 1.0), "batch_size": (1, 1 << 16), "epochs": (1, 10000),
-           "label_smoothing": (0.0, 0.5), "lr_patience": (0, None), "lr_factor": (0.01, 1.0), "patience": (0, None)}
+           "label_smoothing": (0.0, 0.5), "lr_patience": (0, None), "lr_factor": (0.01, 1.0), "patience": (0, None),
+           "threads": (0, 1024)}
 for _i in range(1, MAX_BLOCKS + 1):
     _RANGES[f"filters_{_i}"] = (0, 4096)
     _RANGES[f"kernel_{_i}"] = (0, 11)

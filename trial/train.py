@@ -114,6 +114,9 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     """Train one model as `cfg` says; call `report` each epoch; return the final metrics."""
     start = time.perf_counter()
     device = pick_device(cfg.device)
+    if cfg.threads:
+        # concurrent trials on one CPU: each with every core's worth of threads runs many times slower
+        torch.set_num_threads(cfg.threads)
     amp = cfg.amp and device.type == "cuda"
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

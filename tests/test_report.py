@@ -15,7 +15,7 @@ from experiments import export, report
 from experiments.evaluate import classification_metrics, export_model, load_checkpoint, predict_proba
 from experiments.retrain import retrain
 from tests import tiny_data
-from tests.nni_helpers import REPO, experiment_env, nnictl_path, running_experiment, write_config
+from tests.nni_helpers import REPO, config_from, experiment_env, nnictl_path, running_experiment, write_config
 from trial import data as data_mod
 
 EPOCHS = 2
@@ -30,10 +30,13 @@ def finished_experiment(tmp_path_factory):
         pytest.skip("nnictl is not installed (pip install -r requirements.txt)")
     tmp = tmp_path_factory.mktemp("report")
     root = tiny_data.write_all(tmp / "data")
-    config = write_config(tmp / "exp.yml", tmp, search_space=SPACE, max_trials=4, concurrency=2,
-                          tuner={"name": "TPE", "classArgs": {"optimize_mode": "maximize"}},
-                          trial_command=f"python -m trial --dataset fmnist --epochs {EPOCHS} --val_size 128 "
-                                        f"--batch_size 64")
+    (tmp / "space.json").write_text(json.dumps(SPACE))
+    config = config_from("fmnist.yml", tmp, maxTrialNumber=4, trialConcurrency=2, maxExperimentDuration="6m",
+                         searchSpaceFile=str(tmp / "space.json"),
+                         trialCommand=f"python -m trial --dataset fmnist --epochs {EPOCHS} --val_size 128 "
+                                      f"--batch_size 64 --threads 1")
+    config.pop("assessor")   # every trial runs to its end, so the table's counts are known
+    config = write_config(tmp / "exp.yml", config)
     env = experiment_env(tmp, root)
     with running_experiment(config, env) as exp:
         exp.wait_for_trials(4, timeout=240)

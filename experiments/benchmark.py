@@ -43,7 +43,7 @@ MODEL = {"conv_layers": 2, "filters_1": 32, "filters_2": 64, "dense_units": 128,
 
 # ---------------------------------------------------------------------------------------------------- throughput
 def _setup(dataset: str, n: int, device: torch.device):
-    cfg = resolve(MODEL, {"dataset": dataset, "train_subset": n, "val_size": 1000})
+    cfg = resolve(MODEL, {"dataset": dataset, "train_subset": n, "val_size": 100})   # validation is not timed
     d = data_mod.prepare(dataset, cfg.val_size, cfg.split_seed, device, n, with_test=False)
     torch.manual_seed(0)
     model = build_model(cfg, d.info.shape).to(device)
@@ -219,10 +219,13 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes for a 2-core CPU")
     p.add_argument("--json", default="benchmark.json")
     p.add_argument("--device", default="auto")
-    p.add_argument("--skip-nni", action="store_true")
+    p.add_argument("--skip-nni", action="store_true", help="leave out the NNI experiment (no nni installed)")
+    p.add_argument("--images", type=int, help="images per throughput run (default 4096 quick, 30000 full)")
+    p.add_argument("--nni-trials", type=int, help="trials in the overhead experiment (default 8 quick, 12 full)")
     args = p.parse_args(argv)
     device = pick_device(args.device)
     n, rounds, workers = (4096, 3, 1) if args.quick else (30000, 3, min(8, os.cpu_count() or 1))
+    n = args.images or n
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
               f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
               "torch": torch.__version__, "python": platform.python_version(), "quick": args.quick}
@@ -239,7 +242,7 @@ def main(argv=None) -> int:
             cold_runs.append(trial_start("fmnist", Path(cold) / str(i), 1)["median"])
         result["trial_start_cold_s"] = float(np.median(cold_runs))
         result["trial_start_warm_s"] = trial_start("fmnist", Path(cold) / "0", 3)["median"]
-    overhead = None if args.skip_nni else nni_overhead(8 if args.quick else 12)
+    overhead = None if args.skip_nni else nni_overhead(args.nni_trials or (8 if args.quick else 12))
     result["nni"] = overhead
     result["nni_overhead_s_per_trial"] = overhead["overhead_s_per_trial"] if overhead else float("nan")
     # Hyperband runs every promoted configuration from epoch zero: no checkpoint reuse yet (see the README)

@@ -1,0 +1,42 @@
+"""The benchmark runs in --quick mode and writes a well-formed result (timings are read from its output, never
+asserted here: this machine is noisy)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests import tiny_data
+from tests.nni_helpers import REPO, experiment_env, nnictl_path
+
+KEYS = ("harness_vs_bare", "harness_vs_dataloader", "trial_start_warm_s", "trial_start_cold_s",
+        "nni_overhead_s_per_trial", "hyperband_epochs_saved_frac")
+
+
+@pytest.mark.timeout(600)
+def test_quick_benchmark_writes_every_key(tmp_path):
+    if nnictl_path() is None:
+        pytest.skip("nni is not installed (pip install -r requirements.txt)")
+    root = tiny_data.write_all(tmp_path / "data")
+    env = experiment_env(tmp_path, root, OMP_NUM_THREADS="1")
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--quick", "--images", "256",
+                           "--nni-trials", "4", "--json", str(out)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=560)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for key in KEYS:
+        assert isinstance(result[key], (int, float)) and math.isfinite(result[key]), key
+    assert isinstance(result["device"], str) and result["device"]
+    for ds in ("fmnist", "cifar10"):
+        rates = result["throughput"][ds]["images_per_s"]
+        assert set(rates) == {"harness", "bare", "dataloader"} and all(v > 0 for v in rates.values())
+        assert result["throughput"][ds]["harness_vs_bare"] == pytest.approx(rates["harness"] / rates["bare"])
+    assert result["harness_vs_bare"] == min(result["throughput"][d]["harness_vs_bare"] for d in ("fmnist", "cifar10"))
+    assert result["trial_start_cold_s"] > 0 and result["trial_start_warm_s"] > 0
+    assert result["nni"]["trials"] == 4 and len(result["nni"]["gaps_s"]) == 2
+    assert "harness img/s" in done.stdout and "trial start to first step" in done.stdout

@@ -10,6 +10,8 @@ Measures, on the same model, batch size and device:
     so that a noisy machine slows them alike;
   - time from process start to the first training step of a trial (`python -m trial`), cold and warm data cache;
   - NNI's overhead per trial in a real local experiment of short trials (skipped where nni is absent);
+  - the epochs a Hyperband iteration saves because promoted configurations resume (trial/resume.py): from the
+    schedule of the shipped study (R=9, eta=3), and measured on a real small iteration;
   - peak memory (RSS; GPU memory on a GPU).
 The JSON (--json) holds harness_vs_bare, harness_vs_dataloader (the lower of the two datasets' ratios),
 trial_start_warm_s, trial_start_cold_s, nni_overhead_s_per_trial, hyperband_epochs_saved_frac and device, plus detail.
@@ -160,42 +162,61 @@ def trial_start(dataset: str, cache: Path, repeats: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- NNI overhead
-def nni_overhead(trials: int, concurrency: int = 2) -> dict | None:
-    """A real local experiment of short trials: the gap from one trial's end to the next one's start, and the
-    experiment's wall time against the sum of trial times. None where nni is not installed (the GPU box)."""
-    try:
-        import nni  # noqa: F401
-        from nni.experiment import Experiment
-    except ImportError:
-        return None
+def _run_local_experiment(name: str, trial_command: str, search_space: dict, tuner: dict, trials: int,
+                          concurrency: int = 2):
+    """Run a real local NNI experiment to its end (Python API) and return (wall seconds, export table)."""
+    from nni.experiment import AlgorithmConfig, CustomAlgorithmConfig, Experiment
     from .export import load_experiment
     with tempfile.TemporaryDirectory() as work:
         exp = Experiment("local")
-        exp.config.experiment_name = "benchmark-overhead"
-        exp.config.trial_command = ("python -m trial --dataset fmnist --epochs 1 --train_subset 128 --val_size 128 "
-                                    "--eval_test false")
+        exp.config.experiment_name = name
+        exp.config.trial_command = trial_command
         exp.config.trial_code_directory = str(REPO)
-        exp.config.search_space = {"seed": {"_type": "randint", "_value": [0, 1000000]}}
-        exp.config.tuner.name = "Random"
+        exp.config.search_space = search_space
+        exp.config.tuner = (CustomAlgorithmConfig if "class_name" in tuner else AlgorithmConfig)(**tuner)
         exp.config.max_trial_number = trials
         exp.config.trial_concurrency = concurrency
         exp.config.experiment_working_directory = work
-        port = _free_port()
         t0 = time.time()
+        port = _free_port()
         exp.start(port, debug=False)
         try:
             while True:
-                jobs = exp.list_trial_jobs()
-                if len(jobs) >= trials and all(j.status in ("SUCCEEDED", "FAILED", "USER_CANCELED") for j in jobs):
+                statuses = _trial_statuses(port)
+                if len(statuses) >= trials and all(s in ("SUCCEEDED", "FAILED", "USER_CANCELED") for s in statuses):
                     break
                 if time.time() - t0 > 60 * trials:
-                    raise TimeoutError("NNI overhead experiment did not finish")
+                    raise TimeoutError(f"benchmark experiment {name} did not finish")
                 time.sleep(0.5)
             wall = time.time() - t0
             exp_id = exp.id
         finally:
             exp.stop()
-        _, table = load_experiment(Path(work) / exp_id)
+        return wall, load_experiment(Path(work) / exp_id)[1]
+
+
+def _trial_statuses(port: int) -> list[str]:
+    # REST, not Experiment.list_trial_jobs(): NNI 3.0's TrialJob cannot parse Hyperband's parameter records
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/nni/trial-jobs", timeout=10) as resp:
+        return [t["status"] for t in json.loads(resp.read() or b"[]")]
+
+
+def _has_nni() -> bool:
+    try:
+        import nni  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def nni_overhead(trials: int, concurrency: int = 2) -> dict:
+    """A real local experiment of short trials: the gap from one trial's end to the next one's start, and the
+    experiment's wall time against the sum of trial times."""
+    wall, table = _run_local_experiment(
+        "benchmark-overhead", f"python -m trial --dataset fmnist --epochs 1 --train_subset 128 --val_size 128 "
+        f"--eval_test false --threads 1", {"seed": {"_type": "randint", "_value": [0, 1000000]}},
+        {"name": "Random"}, trials, concurrency)
     starts = np.sort(table["start_ms"].to_numpy(float)) / 1000
     ends = np.sort(table["end_ms"].to_numpy(float)) / 1000
     # with `concurrency` slots, trial k + concurrency starts in the slot trial k freed
@@ -204,6 +225,39 @@ def nni_overhead(trials: int, concurrency: int = 2) -> dict | None:
     return {"trials": trials, "concurrency": concurrency, "gap_s_median": float(np.median(gaps)), "gaps_s": gaps,
             "wall_s": wall, "sum_trial_s": busy, "ideal_wall_s": busy / concurrency,
             "overhead_s_per_trial": float(np.median(gaps))}
+
+
+def hyperband_schedule_saving(R: int, eta: int) -> float:
+    """The fraction of a Hyperband iteration's epochs that promotions reuse when each resumes its previous round
+    (NNI's bracket sizes: n = ceil((s_max + 1) / (s + 1) * eta^s) configurations at r = R * eta^-s epochs)."""
+    import math
+    s_max = round(math.log(R, eta))
+    total = saved = 0.0
+    for s in range(s_max, -1, -1):
+        n, r = math.ceil((s_max + 1) / (s + 1) * eta ** s), R * eta ** (-s)
+        for i in range(s + 1):
+            n_i, r_i = math.floor(n * eta ** (-i)), r * eta ** i
+            total += n_i * r_i
+            if i:
+                saved += n_i * r * eta ** (i - 1)
+    return saved / total
+
+
+def hyperband_saving_measured(R: int = 3, eta: int = 3) -> dict:
+    """A real FixedHyperband iteration (R=3, eta=3: 6 trials): epochs the promoted trials did not train again."""
+    import math
+    s_max = round(math.log(R, eta))
+    trials = sum(math.floor(math.ceil((s_max + 1) / (s + 1) * eta ** s) * eta ** (-i))
+                 for s in range(s_max, -1, -1) for i in range(s + 1))
+    _, table = _run_local_experiment(
+        "benchmark-hyperband", "python -m trial --dataset fmnist --train_subset 512 --val_size 256 --eval_test false "
+        "--threads 1", {"learning_rate": {"_type": "loguniform", "_value": [1e-3, 1e-2]}},
+        {"code_directory": str(REPO / "experiments"), "class_name": "hyperband_fix.FixedHyperband",
+         "class_args": {"optimize_mode": "maximize", "R": R, "eta": eta}}, trials)
+    run = table["final_epochs_run"].fillna(0).sum()
+    reused = table["final_resumed_from_epoch"].fillna(0).sum()
+    return {"R": R, "eta": eta, "trials": len(table), "epochs_budgeted": float(run), "epochs_reused": float(reused),
+            "saved_frac": float(reused / run) if run else 0.0, "expected_frac": hyperband_schedule_saving(R, eta)}
 
 
 def _free_port() -> int:
@@ -242,11 +296,14 @@ def main(argv=None) -> int:
             cold_runs.append(trial_start("fmnist", Path(cold) / str(i), 1)["median"])
         result["trial_start_cold_s"] = float(np.median(cold_runs))
         result["trial_start_warm_s"] = trial_start("fmnist", Path(cold) / "0", 3)["median"]
-    overhead = None if args.skip_nni else nni_overhead(args.nni_trials or (8 if args.quick else 12))
+    use_nni = not args.skip_nni and _has_nni()
+    overhead = nni_overhead(args.nni_trials or (8 if args.quick else 12)) if use_nni else None
     result["nni"] = overhead
     result["nni_overhead_s_per_trial"] = overhead["overhead_s_per_trial"] if overhead else float("nan")
-    # Hyperband runs every promoted configuration from epoch zero: no checkpoint reuse yet (see the README)
-    result["hyperband_epochs_saved_frac"] = 0.0
+    # the saving of one full iteration of the shipped study (R = 9, eta = 3), from the schedule; measured below on
+    # a real small iteration, where every promotion must resume for the two to agree
+    result["hyperband_epochs_saved_frac"] = hyperband_schedule_saving(9, 3)
+    result["hyperband"] = hyperband_saving_measured() if use_nni else None
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
@@ -262,6 +319,11 @@ def main(argv=None) -> int:
         print(f"NNI: {overhead['overhead_s_per_trial']:.2f} s between a trial's end and the next start "
               f"(concurrency {overhead['concurrency']}); wall {overhead['wall_s']:.0f} s vs "
               f"{overhead['ideal_wall_s']:.0f} s of trial time per slot")
+    if result["hyperband"]:
+        h = result["hyperband"]
+        print(f"Hyperband R={h['R']} eta={h['eta']}: {h['epochs_reused']:.0f} of {h['epochs_budgeted']:.0f} epochs "
+              f"reused by resuming promotions ({h['saved_frac']:.1%}; schedule says {h['expected_frac']:.1%}); "
+              f"R=9 eta=3: {result['hyperband_epochs_saved_frac']:.1%}")
     print(f"peak RSS {result['peak_rss_mb']:.0f} MB" + (f", GPU {result['peak_gpu_mb']:.0f} MB"
                                                         if "peak_gpu_mb" in result else ""))
     print(f"-> {args.json}")

@@ -40,3 +40,8 @@ def test_quick_benchmark_writes_every_key(tmp_path):
     assert result["trial_start_cold_s"] > 0 and result["trial_start_warm_s"] > 0
     assert result["nni"]["trials"] == 4 and len(result["nni"]["gaps_s"]) == 2
     assert "harness img/s" in done.stdout and "trial start to first step" in done.stdout
+    # a real Hyperband iteration (R=3, eta=3): 6 trials, and every promotion resumed its previous round
+    h = result["hyperband"]
+    assert h["trials"] == 6 and h["epochs_budgeted"] == 12
+    assert h["epochs_reused"] == 1 and h["saved_frac"] == pytest.approx(h["expected_frac"])
+    assert result["hyperband_epochs_saved_frac"] == pytest.approx(9 / 78)   # the shipped R=9, eta=3 iteration

@@ -101,7 +101,7 @@ def test_fixed_hyperband_runs_to_its_end_with_budgets_as_epochs(tmp_path, env):
         assert [t["status"] for t in trials] == ["SUCCEEDED"] * 6, exp.logs()
         exp.check_healthy()     # the built-in advisor's traceback would be in dispatcher.log
         generated, delivered = exp.generated_parameters(), exp.delivered_parameters()
-        by_id, mispaired = {}, 0
+        by_id, resumed, mispaired = {}, {}, 0
         for trial in trials:
             own = own_record(exp, trial)
             budget = own["sampled_params"]["TRIAL_BUDGET"]
@@ -117,6 +117,7 @@ def test_fixed_hyperband_runs_to_its_end_with_budgets_as_epochs(tmp_path, env):
             if params_digest(received_by_record(trial)["parameters"]) != own["params_digest"]:
                 mispaired += 1
             by_id[own["parameter_id"]] = (own["sampled_params"], final["default"])
+            resumed[own["parameter_id"]] = final["resumed_from_epoch"]
         assert {params["TRIAL_BUDGET"] for params, _ in by_id.values()} == {1, 3}
         # a promoted configuration ('<bracket>_1_<n>') is round 0's '<bracket>_0_<n>' with a larger budget, the best
         for pid, (params, _) in by_id.items():
@@ -126,6 +127,10 @@ def test_fixed_hyperband_runs_to_its_end_with_budgets_as_epochs(tmp_path, env):
                 assert {**first, "TRIAL_BUDGET": params["TRIAL_BUDGET"]} == params
                 round0 = [acc for p, (_, acc) in by_id.items() if p.startswith(f"{bracket}_0_")]
                 assert by_id[f"{bracket}_0_{serial}"][1] == max(round0)
+                # and it continued from its 1-epoch run's state instead of training again from epoch 0
+                assert resumed[pid] == first["TRIAL_BUDGET"] == 1
+            else:
+                assert resumed[pid] == 0
         wait_status = exp.status()["status"]
         assert wait_status in ("NO_MORE_TRIAL", "DONE"), wait_status   # maxTrialNumber ends it
         print(f"\nHyperband: {mispaired} of {len(trials)} trials mis-paired in NNI's per-trial record")

@@ -18,8 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from .config import FIELDS, ConfigError, load_params_file, params_digest, resolve
+from .config import FIELDS, ConfigError, flatten_params, load_params_file, params_digest, resolve
 from .data import DatasetError
+from .resume import resume_path
 from .search_space import SearchSpaceError, sample_file
 from .train import train
 
@@ -35,6 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help=f"tiny run for CI: {SMOKE}")
     p.add_argument("--data-dir", help="data directory (default: $CNNSEARCH_DATA, then the usual places)")
     p.add_argument("--output-dir", help="where config, metrics and checkpoint go (default: $NNI_OUTPUT_DIR or runs/)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run of the same config with fewer epochs (on by default under Hyperband)")
+    p.add_argument("--resume-dir", help="where resumable states live (default $CNNSEARCH_RESUME_DIR or the cache)")
     g = p.add_argument_group("config overrides (highest precedence); see trial/config.py")
     for name, f in FIELDS.items():
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
@@ -86,9 +90,12 @@ def main(argv=None) -> int:
                   "trial_id": os.environ.get("NNI_TRIAL_JOB_ID"), "host": platform.node(),
                   "python": platform.python_version(), "argv": sys.argv}
     (out / "trial.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+    # Hyperband sends its budget as TRIAL_BUDGET: a promoted configuration resumes its lower-budget run
+    resumable = args.resume or args.resume_dir or "TRIAL_BUDGET" in flatten_params(sampled)
     try:
         final = train(cfg, report=reporter.intermediate if reporter else None, output_dir=out,
-                      data_dir=args.data_dir, progress=not under_nni)
+                      data_dir=args.data_dir, progress=not under_nni,
+                      resume_from=resume_path(cfg, args.resume_dir) if resumable else None)
     except (DatasetError, RuntimeError) as err:
         print(f"error: trial failed: {err}", file=sys.stderr)
         return 1

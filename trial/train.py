@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data as data_mod
+from . import resume
 from .augment import augment
 from .config import TrialConfig
 from .model import build_model, count_parameters
@@ -110,8 +111,12 @@ def seed_everything(seed: int) -> None:
 
 
 def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceData | None = None,
-          output_dir: str | Path | None = None, data_dir: str | None = None, progress: bool = False) -> dict:
-    """Train one model as `cfg` says; call `report` each epoch; return the final metrics."""
+          output_dir: str | Path | None = None, data_dir: str | None = None, progress: bool = False,
+          resume_from: str | Path | None = None) -> dict:
+    """Train one model as `cfg` says; call `report` each epoch; return the final metrics.
+
+    With `resume_from` (a file, see trial/resume.py) the run continues from the state saved there by a run of the
+    same config with a smaller budget, re-reports those epochs, and saves its own state after every epoch."""
     start = time.perf_counter()
     device = pick_device(cfg.device)
     if cfg.threads:
@@ -137,7 +142,21 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     history: list[dict] = []
     best_acc, best_state, best_epoch, stale = -1.0, None, 0, 0
     diverged = None
-    for epoch in range(1, cfg.epochs + 1):
+    saved = resume.load(Path(resume_from), cfg) if resume_from else None
+    if saved:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        _restore_schedule(sched, per_step, saved, steps_per_epoch)
+        torch.set_rng_state(saved["rng"])
+        history, best_acc, best_state, best_epoch, stale = (saved["history"], saved["best_acc"], saved["best_state"],
+                                                            saved["best_epoch"], saved["stale"])
+        for metrics in history:   # the curve stays whole in the dashboard
+            if report is not None:
+                report({**metrics, "resumed": 1})
+        if bar is not None:
+            bar.update(len(history) * len(d.train_x))
+    resumed_from = len(history)
+    for epoch in range(resumed_from + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         train_loss = float(train_epoch(model, opt, sched, per_step, d, cfg, loss, amp, fill, bar))
         if not math.isfinite(train_loss):
@@ -160,6 +179,12 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
             stale += 1
         if report is not None:
             report(metrics)
+        if resume_from:
+            resume.save(Path(resume_from), {
+                "key": resume.resume_key(cfg), "epoch": epoch, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if per_step == "epoch" else None,
+                "rng": torch.get_rng_state(), "history": history, "best_acc": best_acc, "best_state": best_state,
+                "best_epoch": best_epoch, "stale": stale})
         if cfg.patience and stale >= cfg.patience:
             break
     if bar is not None:
@@ -170,7 +195,7 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     if best_state is not None:
         model.load_state_dict(best_state)   # early stopping restores the best-validation weights
     final = {"default": max(best_acc, 0.0), "best_val_accuracy": max(best_acc, 0.0), "best_epoch": best_epoch,
-             "epochs_run": len(history), "params": count_parameters(model),
+             "epochs_run": len(history), "resumed_from_epoch": resumed_from, "params": count_parameters(model),
              "train_seconds": time.perf_counter() - start, "startup_seconds": startup, "device": str(device),
              "diverged": diverged is not None}
     if cfg.eval_test and best_state is not None:
@@ -181,6 +206,20 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     if output_dir is not None:
         save_run(Path(output_dir), cfg, history, final, best_state)
     return final
+
+
+def _restore_schedule(sched, per_step, saved: dict, steps_per_epoch: int) -> None:
+    """Plateau state is restored as saved; per-step schedules are rebuilt for the new budget and moved to the step
+    the saved run had reached (their shape depends on the total, so a resumed cosine run is close to, not equal to,
+    a fresh run of the larger budget)."""
+    if per_step == "epoch" and saved.get("scheduler"):
+        sched.load_state_dict(saved["scheduler"])
+    elif per_step == "step":
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # "scheduler.step() before optimizer.step()": intended here
+            for _ in range(saved["epoch"] * steps_per_epoch):
+                sched.step()
 
 
 def save_run(out: Path, cfg: TrialConfig, history: list[dict], final: dict, state: dict | None) -> None:

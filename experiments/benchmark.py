@@ -36,7 +36,7 @@ from trial import data as data_mod
 from trial.augment import augment
 from trial.config import resolve
 from trial.model import build_model
-from trial.train import OPTIMIZERS, loss_fn, pick_device, train_epoch
+from trial.train import OPTIMIZERS, bf16_supported, loss_fn, pick_device, train_epoch
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = {"conv_layers": 2, "filters_1": 32, "filters_2": 64, "dense_units": 128, "dropout": 0.25,
@@ -48,9 +48,8 @@ def _setup(dataset: str, n: int, device: torch.device):
     cfg = resolve(MODEL, {"dataset": dataset, "train_subset": n, "val_size": 100})   # validation is not timed
     d = data_mod.prepare(dataset, cfg.val_size, cfg.split_seed, device, n, with_test=False)
     torch.manual_seed(0)
-    model = build_model(cfg, d.info.shape).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # the same model, layout and precision as a trial gets, in all three pipelines: only the data path differs
+    model = build_model(cfg, d.info.shape).to(device, memory_format=torch.channels_last)
     return cfg, d, model, OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
 
 
@@ -62,7 +61,7 @@ def _sync(device):
 def harness_run(dataset, n, device) -> float:
     """The harness's own epoch loop (trial.train.train_epoch), as a trial runs it."""
     cfg, d, model, opt = _setup(dataset, n, device)
-    amp = device.type == "cuda"
+    amp = bf16_supported(device)
     fill = data_mod.normalise(torch.zeros(1, d.info.shape[0], 1, 1), d.info, device).flatten()
     t0 = time.perf_counter()
     train_epoch(model, opt, None, None, d, cfg, loss_fn(cfg), amp, fill, None)
@@ -79,7 +78,7 @@ def bare_run(dataset, n, device) -> float:
     perm = torch.randperm(len(d.train_x), device=device)
     for i in range(0, len(perm), cfg.batch_size):
         idx = perm[i:i + cfg.batch_size]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_supported(device)):
             loss = torch.nn.functional.cross_entropy(model(augment(d.train_x[idx], dataset, fill)).float(),
                                                      d.train_y[idx])
         opt.zero_grad(set_to_none=True)
@@ -121,7 +120,7 @@ def dataloader_run(dataset, n, device, workers: int) -> float:
     t0 = time.perf_counter()
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_supported(device)):
             loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -282,6 +281,7 @@ def main(argv=None) -> int:
     n = args.images or n
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
               f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
+              "bf16_autocast": bf16_supported(device),
               "torch": torch.__version__, "python": platform.python_version(), "quick": args.quick}
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

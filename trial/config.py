@@ -82,7 +82,7 @@ class TrialConfig:
     # run
     device: str = "auto"              # "auto" (cuda if present), "cpu", "cuda", "cuda:1"
     threads: int = 0                  # CPU threads for torch (0 = torch's default); cores / trialConcurrency under NNI
-    amp: bool = True                  # mixed precision (bfloat16) on CUDA; ignored on the CPU
+    amp: bool = True                  # bfloat16 autocast where the hardware has it (CUDA, AVX512-BF16/AMX CPUs)
     eval_test: bool = True            # evaluate the best-validation weights on the test split at the end
 
     def channels(self) -> list[int]:

@@ -7,6 +7,7 @@ validation accuracy, the test accuracy of the best-validation weights, epochs ru
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import random
@@ -39,6 +40,20 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} asked for, but torch sees no CUDA device; use device 'auto' or 'cpu'")
     return torch.device(name)
+
+
+@functools.cache
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bfloat16 autocast pays here: CUDA GPUs that support it, and CPUs with native bfloat16 instructions
+    (AVX512-BF16 or AMX; about 1.5x faster training on such a CPU, and slower where it is emulated)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 OPTIMIZERS = {
@@ -122,15 +137,14 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     if cfg.threads:
         # concurrent trials on one CPU: each with every core's worth of threads runs many times slower
         torch.set_num_threads(cfg.threads)
-    amp = cfg.amp and device.type == "cuda"
+    amp = cfg.amp and bf16_supported(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     seed_everything(cfg.seed)
     d = data or data_mod.prepare(cfg.dataset, cfg.val_size, cfg.split_seed, device, cfg.train_subset, data_dir,
                                  with_test=cfg.eval_test)
-    model = build_model(cfg, d.info.shape).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # channels-last convolutions are faster on GPUs and on CPUs alike (oneDNN), most of all with bfloat16
+    model = build_model(cfg, d.info.shape).to(device, memory_format=torch.channels_last)
     opt = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
     steps_per_epoch = math.ceil(len(d.train_x) / cfg.batch_size)
     sched, per_step = make_scheduler(opt, cfg, steps_per_epoch)

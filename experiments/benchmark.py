@@ -38,6 +38,8 @@ from trial.config import resolve
 from trial.model import build_model
 from trial.train import OPTIMIZERS, bf16_supported, loss_fn, pick_device, train_epoch
 
+from . import local_run
+
 REPO = Path(__file__).resolve().parent.parent
 MODEL = {"conv_layers": 2, "filters_1": 32, "filters_2": 64, "dense_units": 128, "dropout": 0.25,
          "augment": True, "batch_size": 128, "lr_schedule": "constant"}
@@ -161,46 +163,6 @@ def trial_start(dataset: str, cache: Path, repeats: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- NNI overhead
-def _run_local_experiment(name: str, trial_command: str, search_space: dict, tuner: dict, trials: int,
-                          concurrency: int = 2):
-    """Run a real local NNI experiment to its end (Python API) and return (wall seconds, export table)."""
-    from nni.experiment import AlgorithmConfig, CustomAlgorithmConfig, Experiment
-    from .export import load_experiment
-    with tempfile.TemporaryDirectory() as work:
-        exp = Experiment("local")
-        exp.config.experiment_name = name
-        exp.config.trial_command = trial_command
-        exp.config.trial_code_directory = str(REPO)
-        exp.config.search_space = search_space
-        exp.config.tuner = (CustomAlgorithmConfig if "class_name" in tuner else AlgorithmConfig)(**tuner)
-        exp.config.max_trial_number = trials
-        exp.config.trial_concurrency = concurrency
-        exp.config.experiment_working_directory = work
-        t0 = time.time()
-        port = _free_port()
-        exp.start(port, debug=False)
-        try:
-            while True:
-                statuses = _trial_statuses(port)
-                if len(statuses) >= trials and all(s in ("SUCCEEDED", "FAILED", "USER_CANCELED") for s in statuses):
-                    break
-                if time.time() - t0 > 60 * trials:
-                    raise TimeoutError(f"benchmark experiment {name} did not finish")
-                time.sleep(0.5)
-            wall = time.time() - t0
-            exp_id = exp.id
-        finally:
-            exp.stop()
-        return wall, load_experiment(Path(work) / exp_id)[1]
-
-
-def _trial_statuses(port: int) -> list[str]:
-    # REST, not Experiment.list_trial_jobs(): NNI 3.0's TrialJob cannot parse Hyperband's parameter records
-    import urllib.request
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/nni/trial-jobs", timeout=10) as resp:
-        return [t["status"] for t in json.loads(resp.read() or b"[]")]
-
-
 def _has_nni() -> bool:
     try:
         import nni  # noqa: F401
@@ -212,10 +174,11 @@ def _has_nni() -> bool:
 def nni_overhead(trials: int, concurrency: int = 2) -> dict:
     """A real local experiment of short trials: the gap from one trial's end to the next one's start, and the
     experiment's wall time against the sum of trial times."""
-    wall, table = _run_local_experiment(
-        "benchmark-overhead", f"python -m trial --dataset fmnist --epochs 1 --train_subset 128 --val_size 128 "
-        f"--eval_test false --threads 1", {"seed": {"_type": "randint", "_value": [0, 1000000]}},
-        {"name": "Random"}, trials, concurrency)
+    with tempfile.TemporaryDirectory() as work:
+        _, wall, table = local_run.run(
+            "benchmark-overhead", "python -m trial --dataset fmnist --epochs 1 --train_subset 128 --val_size 128 "
+            "--eval_test false --threads 1", {"seed": {"_type": "randint", "_value": [0, 1000000]}},
+            {"name": "Random"}, work, trials, concurrency)
     starts = np.sort(table["start_ms"].to_numpy(float)) / 1000
     ends = np.sort(table["end_ms"].to_numpy(float)) / 1000
     # with `concurrency` slots, trial k + concurrency starts in the slot trial k freed
@@ -248,22 +211,16 @@ def hyperband_saving_measured(R: int = 3, eta: int = 3) -> dict:
     s_max = round(math.log(R, eta))
     trials = sum(math.floor(math.ceil((s_max + 1) / (s + 1) * eta ** s) * eta ** (-i))
                  for s in range(s_max, -1, -1) for i in range(s + 1))
-    _, table = _run_local_experiment(
-        "benchmark-hyperband", "python -m trial --dataset fmnist --train_subset 512 --val_size 256 --eval_test false "
-        "--threads 1", {"learning_rate": {"_type": "loguniform", "_value": [1e-3, 1e-2]}},
-        {"code_directory": str(REPO / "experiments"), "class_name": "hyperband_fix.FixedHyperband",
-         "class_args": {"optimize_mode": "maximize", "R": R, "eta": eta}}, trials)
+    with tempfile.TemporaryDirectory() as work:
+        _, _, table = local_run.run(
+            "benchmark-hyperband", "python -m trial --dataset fmnist --train_subset 512 --val_size 256 "
+            "--eval_test false --threads 1", {"learning_rate": {"_type": "loguniform", "_value": [1e-3, 1e-2]}},
+            {"code_directory": str(REPO / "experiments"), "class_name": "hyperband_fix.FixedHyperband",
+             "class_args": {"optimize_mode": "maximize", "R": R, "eta": eta}}, work, trials)
     run = table["final_epochs_run"].fillna(0).sum()
     reused = table["final_resumed_from_epoch"].fillna(0).sum()
     return {"R": R, "eta": eta, "trials": len(table), "epochs_budgeted": float(run), "epochs_reused": float(reused),
             "saved_frac": float(reused / run) if run else 0.0, "expected_frac": hyperband_schedule_saving(R, eta)}
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------------- main

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from trial import data as data_mod
-from trial.config import resolve
+from trial.config import TrialConfig, resolve
 from trial.model import build_model
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, "TrialConfig"]:
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, TrialConfig]:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     cfg = resolve(ckpt["config"])
     model = build_model(cfg, data_mod.INFO[cfg.dataset].shape)

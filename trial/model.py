@@ -6,7 +6,6 @@ ones (the config checks first, these dicts are the single source of what exists)
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from .config import TrialConfig

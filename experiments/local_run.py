@@ -1,0 +1,84 @@
+"""Run a real local NNI experiment to its end from Python (nni.experiment.Experiment) and read its trials back.
+
+Used by the benchmark and the search-efficiency study. The experiment's folders go to `workdir`; it is always
+stopped by its own handle.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+
+from .export import load_experiment
+
+REPO = Path(__file__).resolve().parent.parent
+ENDED = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ExperimentError(RuntimeError):
+    pass
+
+
+def _get(port: int, path: str):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/nni/{path}", timeout=10) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def trial_statuses(port: int) -> list[str]:
+    # REST, not Experiment.list_trial_jobs(): NNI 3.0's TrialJob cannot parse Hyperband's parameter records
+    return [t["status"] for t in _get(port, "trial-jobs") or []]
+
+
+def run(name: str, trial_command: str, search_space: dict, tuner: dict, workdir: str | Path, max_trials: int,
+        concurrency: int = 2, duration_s: float | None = None, assessor: dict | None = None
+        ) -> tuple[str, float, pd.DataFrame]:
+    """Start, wait until `max_trials` trials ended or `duration_s` passed (running trials are then stopped with the
+    experiment), stop; returns (experiment id, wall seconds, the trial table of experiments.export)."""
+    from nni.experiment import AlgorithmConfig, CustomAlgorithmConfig, Experiment
+
+    def algorithm(spec: dict):
+        return (CustomAlgorithmConfig if "class_name" in spec else AlgorithmConfig)(**spec)
+
+    exp = Experiment("local")
+    exp.config.experiment_name = name
+    exp.config.trial_command = trial_command
+    exp.config.trial_code_directory = str(REPO)
+    exp.config.search_space = search_space
+    exp.config.tuner = algorithm(tuner)
+    if assessor:
+        exp.config.assessor = algorithm(assessor)
+    exp.config.max_trial_number = max_trials
+    exp.config.trial_concurrency = concurrency
+    exp.config.experiment_working_directory = str(workdir)
+    port = free_port()
+    t0 = time.time()
+    exp.start(port, debug=False)
+    try:
+        limit = duration_s if duration_s else 120.0 * max_trials
+        while time.time() - t0 < limit:
+            status = _get(port, "check-status")
+            if status.get("status") == "ERROR":
+                # e.g. "Tuner did not connect in 10 seconds": NNI gives a tuner 10 s to start, too few on a busy CPU
+                raise ExperimentError(f"experiment {name} failed: {status.get('errors')}")
+            statuses = trial_statuses(port)
+            if len(statuses) >= max_trials and all(s in ENDED for s in statuses):
+                break
+            time.sleep(0.5)
+        else:
+            if not duration_s:
+                raise TimeoutError(f"experiment {name} did not finish {max_trials} trials in {limit:.0f} s")
+        wall = time.time() - t0
+        exp_id = exp.id
+    finally:
+        exp.stop()
+    return exp_id, wall, load_experiment(Path(workdir) / exp_id)[1]

@@ -1,0 +1,148 @@
+"""Which search strategy finds a good Fashion-MNIST model fastest: NNI's Random, TPE with Medianstop, and Hyperband,
+on the same search space and the same wall-clock budget, over several repeats.
+
+    python -m experiments.search_efficiency --minutes 20 --repeats 3 --out runs/efficiency
+    python -m experiments.search_efficiency --smoke --out /tmp/eff      # tiny data budget, for CI
+
+Each run is a real local experiment (two concurrent trials, one torch thread each). It writes every trial
+(trials.csv), best validation accuracy so far against wall-clock and against trial number per strategy (mean over
+repeats, with the range) as efficiency.png, and summary.json with each strategy's best accuracy at the budget.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .local_run import REPO
+
+SPACE = "search_spaces/fmnist.json"
+STRATEGIES = {
+    "random": {"tuner": {"name": "Random"}},
+    "tpe_medianstop": {"tuner": {"code_directory": str(REPO / "experiments"), "class_name": "tpe_fix.FixedTPE",
+                                 "class_args": {"optimize_mode": "maximize"}},
+                       "assessor": {"name": "Medianstop", "class_args": {"optimize_mode": "maximize",
+                                                                         "start_step": 1}}},
+    # the budget is the epochs: R = the epochs the other strategies give every trial, eta = 3
+    "hyperband": {"tuner": {"code_directory": str(REPO / "experiments"), "class_name": "hyperband_fix.FixedHyperband",
+                            "class_args": {"optimize_mode": "maximize", "R": None, "eta": 3}}},
+}
+
+
+def best_so_far(table: pd.DataFrame) -> pd.DataFrame:
+    """Per finished trial in end order: minutes since the experiment's first start, trial number, best so far."""
+    if "final_default" not in table:
+        return pd.DataFrame({"minutes": [], "trial": [], "best": []})
+    done = table.dropna(subset=["final_default", "end_ms"]).sort_values("end_ms")
+    t0 = table["start_ms"].min()
+    return pd.DataFrame({"minutes": (done["end_ms"] - t0) / 60000, "trial": np.arange(1, len(done) + 1),
+                         "best": done["final_default"].cummax().to_numpy()})
+
+
+def run_study(out: Path, minutes: float, repeats: int, epochs: int, flags: str, max_trials: int) -> dict:
+    from . import local_run
+    space = json.loads((REPO / SPACE).read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    rows, curves = [], []
+    for repeat in range(repeats):
+        for name, spec in STRATEGIES.items():
+            tuner = json.loads(json.dumps(spec["tuner"]))
+            command = f"python -m trial --dataset fmnist --threads 1 {flags}"
+            if name == "hyperband":
+                tuner["class_args"]["R"] = epochs
+            else:
+                command += f" --epochs {epochs}"
+            if name != "hyperband":   # NNI's Hyperband takes no seed
+                tuner.setdefault("class_args", {})["seed"] = repeat
+            for attempt in (1, 2):
+                try:
+                    exp_id, wall, table = local_run.run(f"efficiency-{name}-{repeat}", command, space, tuner,
+                                                        out / "nni-experiments", max_trials, 2, minutes * 60,
+                                                        spec.get("assessor"))
+                    break
+                except local_run.ExperimentError as err:   # NNI's 10 s tuner start-up limit, on a busy machine
+                    if attempt == 2:
+                        raise
+                    print(f"[efficiency] {err}; trying once more", file=sys.stderr)
+            table.insert(0, "strategy", name)
+            table.insert(1, "repeat", repeat)
+            table.insert(2, "experiment_id", exp_id)
+            rows.append(table)
+            curve = best_so_far(table)
+            curve.insert(0, "strategy", name)
+            curve.insert(1, "repeat", repeat)
+            curves.append(curve)
+            print(f"[efficiency] {name} repeat {repeat}: {len(table)} trials, best "
+                  f"{curve['best'].max() if len(curve) else float('nan'):.4f} in {wall / 60:.1f} min", file=sys.stderr)
+    trials = pd.concat(rows, ignore_index=True)
+    trials.to_csv(out / "trials.csv", index=False)
+    curves = pd.concat(curves, ignore_index=True)
+    curves.to_csv(out / "curves.csv", index=False)
+    summary = {name: {"best_at_budget": [float(g["best"].max()) for _, g in c.groupby("repeat")],
+                      "trials": [int(g["trial"].max()) for _, g in c.groupby("repeat")]}
+               for name, c in curves.groupby("strategy")}
+    for s in summary.values():
+        s["mean_best"] = float(np.mean(s["best_at_budget"]))
+    result = {"minutes": minutes, "repeats": repeats, "epochs": epochs, "flags": flags, "strategies": summary}
+    (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(curves, minutes, out / "efficiency.png")
+    return result
+
+
+def plot(curves: pd.DataFrame, minutes: float, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (name, c) in enumerate(curves.groupby("strategy")):
+        for ax, x, grid in ((axes[0], "minutes", np.linspace(0, minutes, 100)),
+                            (axes[1], "trial", np.arange(1, c["trial"].max() + 1))):
+            # each repeat as a step function on a common grid (NaN before its first finished trial)
+            runs = []
+            for _, g in c.groupby("repeat"):
+                idx = np.searchsorted(g[x].to_numpy(), grid, side="right") - 1
+                runs.append(np.where(idx >= 0, g["best"].to_numpy()[np.clip(idx, 0, None)], np.nan))
+            runs = np.array(runs)
+            with np.errstate(all="ignore"):
+                mean = np.nanmean(runs, axis=0) if np.isfinite(runs).any() else runs[0]
+            ax.plot(grid, mean, color=f"C{i}", label=name)
+            ax.fill_between(grid, np.nanmin(runs, axis=0), np.nanmax(runs, axis=0), color=f"C{i}", alpha=0.15)
+    axes[0].set_xlabel("wall-clock minutes")
+    axes[1].set_xlabel("finished trials")
+    for ax in axes:
+        ax.set_ylabel("best validation accuracy so far")
+        ax.legend(loc="lower right")
+    fig.suptitle("Search efficiency on Fashion-MNIST (mean over repeats; band: range)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=20, help="wall-clock budget per strategy and repeat")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3, help="epochs per trial (Hyperband: the largest budget, R)")
+    p.add_argument("--flags", default="", help="extra trial flags, e.g. '--train_subset 12000'")
+    p.add_argument("--max-trials", type=int, default=200)
+    p.add_argument("--smoke", action="store_true", help="1 repeat, 4 trials each, tiny subset: for CI")
+    p.add_argument("--out", default="runs/efficiency")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.minutes, args.repeats, args.epochs, args.max_trials = 3, 1, 3, 4
+        args.flags = (args.flags + " --train_subset 256 --val_size 128 --batch_size 64 --eval_test false").strip()
+    result = run_study(Path(args.out), args.minutes, args.repeats, args.epochs, args.flags, args.max_trials)
+    for name, s in result["strategies"].items():
+        print(f"{name:>15}: best {s['mean_best']:.4f} (repeats {', '.join(f'{b:.4f}' for b in s['best_at_budget'])})"
+              f", trials {s['trials']}")
+    print(f"-> {Path(args.out) / 'efficiency.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

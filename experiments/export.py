@@ -22,6 +22,7 @@ from trial.config import flatten_params, params_digest
 
 DEFAULT_ROOT = Path.home() / "nni-experiments"
 END_STATES = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
+STOPPED_WITH_EXPERIMENT = "STOPPED_WITH_EXPERIMENT"   # ours: running when the experiment was stopped
 
 
 def experiment_dir(experiment_id: str, root: str | Path | None = None) -> Path:
@@ -89,6 +90,11 @@ def load_experiment(exp_dir: Path) -> tuple[dict, pd.DataFrame]:
             t["intermediate"].append(value)
         elif kind == "FINAL":
             t["final"] = value
+    if profile.get("end_ms"):
+        # NNI records no end for trials it kills when the experiment stops: say so rather than show them RUNNING
+        for t in trials.values():
+            if t["status"] in ("WAITING", "RUNNING"):
+                t["status"] = STOPPED_WITH_EXPERIMENT
     return profile, pd.DataFrame([_row(t) for t in sorted(trials.values(), key=lambda t: t["sequence"] or 0)])
 
 

@@ -169,3 +169,37 @@ print(json.dumps(proba))
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.split("\t")[1] == data_mod.INFO["fmnist"].classes[int(expected[0].argmax())]
+
+
+def _fake_experiment(root: Path, end_ms) -> Path:
+    """NNI's sqlite schema (nni_node/core/sqlDatabase.js) with one finished and one never-ended trial."""
+    import sqlite3
+    exp = root / "fake1234"
+    (exp / "db").mkdir(parents=True)
+    db = sqlite3.connect(exp / "db" / "nni.sqlite")
+    db.executescript("create table TrialJobEvent (timestamp integer, trialJobId text, event text, data text, "
+                     "logPath text, sequenceId integer, message text, environmentId text);"
+                     "create table MetricData (timestamp integer, trialJobId text, parameterId text, type text, "
+                     "sequence integer, data text);"
+                     "create table ExperimentProfile (params text, id text, execDuration integer, startTime integer, "
+                     "endTime integer, logDir text, nextSequenceId integer, revision integer);")
+    record = json.dumps({"parameter_id": 0, "parameters": {"filters": 8}})
+    db.executemany("insert into TrialJobEvent values (?, ?, ?, ?, ?, ?, ?, ?)",
+                   [(1000, "a", "RUNNING", record, None, 0, None, None), (5000, "a", "SUCCEEDED", None, None, 0, None, None),
+                    (2000, "b", "RUNNING", record.replace('"parameter_id": 0', '"parameter_id": 1'), None, 1, None,
+                     None)])
+    db.execute("insert into MetricData values (4000, 'a', '0', 'FINAL', 0, ?)", (json.dumps(json.dumps(
+        {"default": 0.5})),))
+    db.execute("insert into ExperimentProfile values (?, 'fake1234', 0, 0, ?, '', 2, 1)",
+               (json.dumps({"searchSpace": {}}), end_ms))
+    db.commit()
+    db.close()
+    return exp
+
+
+@pytest.mark.parametrize("end_ms, status", [(9000, "STOPPED_WITH_EXPERIMENT"), (None, "RUNNING")])
+def test_export_names_trials_cut_by_a_stop(tmp_path, end_ms, status):
+    _, table = export.load_experiment(_fake_experiment(tmp_path, end_ms))
+    assert table.set_index("trial_id")["status"].to_dict() == {"a": "SUCCEEDED", "b": status}
+    assert table.set_index("trial_id").loc["a", "final_default"] == 0.5
+    assert table.set_index("trial_id").loc["a", "duration_s"] == 4.0

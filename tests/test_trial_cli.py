@@ -138,3 +138,19 @@ def test_early_stopping(tiny_root, tmp_path):
     assert accuracies[final["best_epoch"] - 1] == max(accuracies)
     assert final["epochs_run"] - final["best_epoch"] == 1       # stopped after one epoch without improvement
     assert [m["epoch"] for m in metrics] == list(range(1, len(metrics) + 1))
+
+
+@pytest.mark.timeout(600)
+def test_compiled_training_saves_plain_weights(tiny_root, tmp_path):
+    """--compile true trains through torch.compile and still writes a checkpoint the plain model loads."""
+    import torch
+    from trial.config import resolve
+    from trial.model import build_model
+    from trial.train import train
+    cfg = resolve({"dataset": "fmnist", "compile": True, "epochs": 1, "val_size": 128, "batch_size": 64,
+                   "filters": 8, "dense_units": 16, "threads": 1})
+    final = train(cfg, output_dir=tmp_path / "out")
+    assert final["epochs_run"] == 1 and 0 <= final["best_val_accuracy"] <= 1
+    ckpt = torch.load(tmp_path / "out" / "best.pt", weights_only=True)
+    assert not any(k.startswith("_orig_mod") for k in ckpt["state_dict"])
+    build_model(cfg, (1, 28, 28)).load_state_dict(ckpt["state_dict"])

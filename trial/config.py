@@ -83,6 +83,7 @@ class TrialConfig:
     device: str = "auto"              # "auto" (cuda if present), "cpu", "cuda", "cuda:1"
     threads: int = 0                  # CPU threads for torch (0 = torch's default); cores / trialConcurrency under NNI
     amp: bool = True                  # bfloat16 autocast where the hardware has it (CUDA, AVX512-BF16/AMX CPUs)
+    compile: bool = False             # torch.compile the model: pays off on long GPU runs, costs tens of seconds first
     eval_test: bool = True            # evaluate the best-validation weights on the test split at the end
 
     def channels(self) -> list[int]:

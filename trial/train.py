@@ -145,6 +145,8 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
                                  with_test=cfg.eval_test)
     # channels-last convolutions are faster on GPUs and on CPUs alike (oneDNN), most of all with bfloat16
     model = build_model(cfg, d.info.shape).to(device, memory_format=torch.channels_last)
+    # `net` runs the batches; `model` owns the weights (a compiled wrapper would prefix every state-dict key)
+    net = torch.compile(model) if cfg.compile else model
     opt = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
     steps_per_epoch = math.ceil(len(d.train_x) / cfg.batch_size)
     sched, per_step = make_scheduler(opt, cfg, steps_per_epoch)
@@ -172,12 +174,12 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     resumed_from = len(history)
     for epoch in range(resumed_from + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        train_loss = float(train_epoch(model, opt, sched, per_step, d, cfg, loss, amp, fill, bar))
+        train_loss = float(train_epoch(net, opt, sched, per_step, d, cfg, loss, amp, fill, bar))
         if not math.isfinite(train_loss):
             diverged = (f"training loss became {train_loss} in epoch {epoch} at learning rate "
                         f"{opt.param_groups[0]['lr']:.3g}; lower learning_rate or turn on batch_norm")
             break
-        val = evaluate(model, d.val_x, d.val_y, loss, amp)
+        val = evaluate(net, d.val_x, d.val_y, loss, amp)
         if per_step == "epoch":
             sched.step(val["accuracy"])
         metrics = {"default": val["accuracy"], "val_loss": val["loss"], "train_loss": train_loss,
@@ -213,7 +215,7 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
              "train_seconds": time.perf_counter() - start, "startup_seconds": startup, "device": str(device),
              "diverged": diverged is not None}
     if cfg.eval_test and best_state is not None:
-        final["test_accuracy"] = evaluate(model, d.test_x, d.test_y, loss, amp)["accuracy"]
+        final["test_accuracy"] = evaluate(net, d.test_x, d.test_y, loss, amp)["accuracy"]
     if diverged:
         print(f"[train] {diverged}", file=sys.stderr)
         final["error"] = diverged   # before saving: final.json says why the run stopped

@@ -88,6 +88,9 @@ def main(argv=None) -> int:
     provenance = {"sampled_params": sampled, "params_digest": params_digest(sampled), "config_digest": cfg.digest(),
                   "parameter_id": reporter.parameter_id if reporter else None,
                   "trial_id": os.environ.get("NNI_TRIAL_JOB_ID"), "host": platform.node(),
+                  # the address a remote trial's worker was reached at (NNI starts it over SSH)
+                  "ssh_server": dict(enumerate(os.environ.get("SSH_CONNECTION", "").split())).get(2),
+                  "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                   "python": platform.python_version(), "argv": sys.argv}
     (out / "trial.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
     # Hyperband sends its budget as TRIAL_BUDGET: a promoted configuration resumes its lower-budget run

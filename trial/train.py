@@ -213,6 +213,7 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     final = {"default": max(best_acc, 0.0), "best_val_accuracy": max(best_acc, 0.0), "best_epoch": best_epoch,
              "epochs_run": len(history), "resumed_from_epoch": resumed_from, "params": count_parameters(model),
              "train_seconds": time.perf_counter() - start, "startup_seconds": startup, "device": str(device),
+             "bf16_autocast": amp, **hardware(device),
              "diverged": diverged is not None}
     if cfg.eval_test and best_state is not None:
         final["test_accuracy"] = evaluate(net, d.test_x, d.test_y, loss, amp)["accuracy"]
@@ -236,6 +237,18 @@ def _restore_schedule(sched, per_step, saved: dict, steps_per_epoch: int) -> Non
             warnings.simplefilter("ignore")   # "scheduler.step() before optimizer.step()": intended here
             for _ in range(saved["epoch"] * steps_per_epoch):
                 sched.step()
+
+
+def hardware(device: torch.device) -> dict:
+    """What a result ran on, so it can be traced to a machine."""
+    info = {"torch_version": torch.__version__, "cuda_version": torch.version.cuda}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        info.update(device_name=torch.cuda.get_device_name(index), gpu_index=index)
+    else:
+        import platform
+        info.update(device_name=platform.processor() or platform.machine(), gpu_index=None)
+    return info
 
 
 def save_run(out: Path, cfg: TrialConfig, history: list[dict], final: dict, state: dict | None) -> None:

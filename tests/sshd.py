@@ -34,8 +34,9 @@ def _free_port(host: str) -> int:
 
 
 @contextmanager
-def private_sshd(tmp: Path, host: str = "127.0.0.2"):
-    """Yields (host, port, client key path); the key is the only one sshd accepts."""
+def private_sshd(tmp: Path, host: str = "127.0.0.2", also: tuple[str, ...] = ()):
+    """Yields (host, port, client key path); the key is the only one sshd accepts. `also`: more loopback addresses
+    the same sshd listens on, on the same port, so that one machine serves as several workers."""
     tmp.mkdir(parents=True, exist_ok=True)
     host_key = keygen(tmp / "host_key")
     client_key = keygen(tmp / "client_key")
@@ -43,9 +44,9 @@ def private_sshd(tmp: Path, host: str = "127.0.0.2"):
     os.chmod(tmp / "authorized_keys", 0o600)
     port = _free_port(host)
     config = tmp / "sshd_config"
+    listen = "".join(f"ListenAddress {h}\n" for h in (host, *also))
     config.write_text(f"""Port {port}
-ListenAddress {host}
-HostKey {host_key}
+{listen}HostKey {host_key}
 PidFile {tmp / 'sshd.pid'}
 AuthorizedKeysFile {tmp / 'authorized_keys'}
 PasswordAuthentication no
@@ -54,6 +55,7 @@ PubkeyAuthentication yes
 PermitRootLogin prohibit-password
 UsePAM no
 StrictModes no
+Subsystem sftp /usr/lib/openssh/sftp-server
 """)
     Path("/run/sshd").mkdir(exist_ok=True)   # privilege-separation directory Debian's sshd insists on
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=open(tmp / "sshd.log", "w"))

@@ -112,6 +112,11 @@ def remote_config(config_path: str | Path, workers: dict, manager_ip: str) -> di
         if isinstance(config.get(section), dict) and "codeDirectory" in config[section]:
             config[section]["codeDirectory"] = str((folder / config[section]["codeDirectory"]).resolve())
     machines = [machine(w) for w in workers["workers"]]
+    pythons = {str(w["python"]) for w in workers["workers"]}
+    if len(pythons) == 1 and config["trialCommand"].startswith("python "):
+        # NNI's remote trial keeper starts trials in a fresh shell where pythonPath is not first on PATH: name the
+        # interpreter (with different interpreters per worker, PATH is all there is)
+        config["trialCommand"] = pythons.pop() + config["trialCommand"][len("python"):]
     if workers.get("data_dir"):
         config["trialCommand"] += f" --data-dir {workers['data_dir']}"
     if any("gpuIndices" in m for m in machines):

@@ -40,6 +40,16 @@ def test_every_search_becomes_a_valid_remote_config(workers_file, tmp_path, name
     assert raw["trialGpuNumber"] == 1 and raw["trialConcurrency"] >= 5
     assert raw["trialCommand"].endswith("--data-dir /data/cnnsearch")
     assert raw["trialCodeDirectory"] == str(REPO)
+    assert raw["trialCommand"].startswith("python -m trial")   # two interpreters: PATH (pythonPath) decides
+
+
+def test_one_interpreter_everywhere_is_named_in_the_trial_command(workers_file, tmp_path):
+    data = yaml.safe_load(workers_file.read_text())
+    for w in data["workers"]:
+        w["python"] = "/opt/venv/bin/python"
+    workers_file.write_text(yaml.safe_dump(data))
+    config = launch.remote_config(REPO / "nni_configs" / "fmnist.yml", launch.load_workers(workers_file), "10.0.0.1")
+    assert config["trialCommand"].startswith("/opt/venv/bin/python -m trial --dataset fmnist")
 
 
 @pytest.mark.parametrize("change, message", [

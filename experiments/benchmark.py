@@ -239,7 +239,7 @@ def main(argv=None) -> int:
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
               f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
               "bf16_autocast": bf16_supported(device),
-              "torch": torch.__version__, "python": platform.python_version(), "quick": args.quick}
+              "torch": str(torch.__version__), "python": platform.python_version(), "quick": args.quick}
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats()

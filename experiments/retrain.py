@@ -43,6 +43,20 @@ def merged_train_val(d: data_mod.DeviceData) -> data_mod.DeviceData:
                                d.test_x, d.test_y, d.info)
 
 
+def finished_run(run_dir: Path, config: dict) -> tuple[dict, dict] | None:
+    """(final metrics, test metrics) of a run that already finished in `run_dir` with exactly `config`, else None:
+    an interrupted report picks up where it stopped instead of training every finished seed again."""
+    files = [run_dir / n for n in ("config.json", "final.json", "test_metrics.json", "test_predictions.npz", "best.pt")]
+    if not all(f.is_file() for f in files):
+        return None
+    try:
+        if json.loads(files[0].read_text()) != json.loads(json.dumps(config)):
+            return None
+        return json.loads(files[1].read_text()), json.loads(files[2].read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def retrain(params: dict, seeds, out_dir: str | Path, protocol: str = "train_val", epochs: int | None = None,
             patience: int = 3, extra: dict | None = None, data_dir=None, progress: bool = True) -> list[dict]:
     """Train `params` once per seed; returns one dict per run: config, final metrics, test metrics, predictions."""
@@ -56,13 +70,19 @@ def retrain(params: dict, seeds, out_dir: str | Path, protocol: str = "train_val
     for seed in seeds:
         cfg = resolve(params, overrides, {"seed": seed})
         run_dir = Path(out_dir) / f"seed{seed}"
-        final = train(cfg, data=data, output_dir=run_dir, progress=progress)
-        model, _ = load_checkpoint(run_dir / "best.pt")
-        proba = predict_proba(model.to(device), data.test_x)
-        y = data.test_y.cpu().numpy()
-        metrics = classification_metrics(y, proba, data.info.classes)
-        np.savez_compressed(run_dir / "test_predictions.npz", proba=proba, y=y)
-        (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        done = finished_run(run_dir, cfg.to_dict())
+        if done is not None:
+            final, metrics = done
+            print(f"{run_dir}: already finished with this config, reusing it (delete the folder to retrain)",
+                  file=sys.stderr)
+        else:
+            final = train(cfg, data=data, output_dir=run_dir, progress=progress)
+            model, _ = load_checkpoint(run_dir / "best.pt")
+            proba = predict_proba(model.to(device), data.test_x)
+            y = data.test_y.cpu().numpy()
+            metrics = classification_metrics(y, proba, data.info.classes)
+            np.savez_compressed(run_dir / "test_predictions.npz", proba=proba, y=y)
+            (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         runs.append({"seed": seed, "protocol": protocol, "dir": str(run_dir), "config": cfg.to_dict(),
                      "final": final, "test": metrics})
     return runs

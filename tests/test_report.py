@@ -100,6 +100,21 @@ def test_retrain_metrics_agree_with_a_direct_computation(tiny_env, tmp_path):
     assert tv[0]["config"]["keep"] == "last"
 
 
+def test_retrain_reuses_finished_runs_and_only_those(tiny_env, tmp_path):
+    params = {"dataset": "fmnist", "filters": 8, "dense_units": 16, "val_size": 128, "batch_size": 64}
+    first = retrain(params, [0, 1], tmp_path / "runs", protocol="train_val", epochs=1, progress=False)
+    ckpt = [Path(r["dir"]) / "best.pt" for r in first]
+    stamps = [c.stat().st_mtime_ns for c in ckpt]
+    (Path(first[1]["dir"]) / "test_metrics.json").unlink()         # seed 1 was interrupted before scoring
+    again = retrain(params, [0, 1], tmp_path / "runs", protocol="train_val", epochs=1, progress=False)
+    assert ckpt[0].stat().st_mtime_ns == stamps[0]                  # seed 0 reused
+    assert ckpt[1].stat().st_mtime_ns != stamps[1]                  # seed 1 trained again
+    assert again[0]["test"] == first[0]["test"] and again[0]["final"] == first[0]["final"]
+    # another config in the same folder is never mistaken for a finished run
+    other = retrain(params, [0], tmp_path / "runs", protocol="train_val", epochs=2, progress=False)
+    assert ckpt[0].stat().st_mtime_ns != stamps[0] and other[0]["final"]["epochs_run"] == 2
+
+
 def test_classification_metrics_match_hand_counts():
     y = np.array([0, 0, 1, 1, 2, 2])
     proba = np.eye(3)[[0, 1, 1, 1, 2, 0]] * 0.9 + 0.1 / 3

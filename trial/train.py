@@ -241,7 +241,7 @@ def _restore_schedule(sched, per_step, saved: dict, steps_per_epoch: int) -> Non
 
 def hardware(device: torch.device) -> dict:
     """What a result ran on, so it can be traced to a machine."""
-    info = {"torch_version": torch.__version__, "cuda_version": torch.version.cuda}
+    info = {"torch_version": str(torch.__version__), "cuda_version": torch.version.cuda}
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         info.update(device_name=torch.cuda.get_device_name(index), gpu_index=index)

@@ -75,7 +75,7 @@ def summarise(runs: list[dict]) -> dict:
 
 def make_report(experiment_id: str, out: Path, root=None, top_k: int = 1, seeds=(0, 1, 2),
                 protocol: str = "train_val", epochs: int | None = None, baselines=("baselines/deep_cnn.json",),
-                smoke: bool = False, data_dir=None, argv=None) -> dict:
+                smoke: bool = False, data_dir=None, argv=None, jobs: int = 1) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     exp_dir = experiment_dir(experiment_id, root)
     profile, trials = load_experiment(exp_dir)
@@ -97,7 +97,8 @@ def make_report(experiment_id: str, out: Path, root=None, top_k: int = 1, seeds=
         name = f"winner{rank}_{w['trial_id']}"
         print(f"[report] retraining {name} (val {w['final_default']:.4f}) over seeds {list(seeds)}: "
               f"{len(groups) * len(seeds)}/{progress_total} runs done", file=sys.stderr)
-        groups[name] = retrain(config, seeds, out / "runs" / name, protocol, epochs, extra=extra, data_dir=data_dir)
+        groups[name] = retrain(config, seeds, out / "runs" / name, protocol, epochs, extra=extra, data_dir=data_dir,
+                               jobs=jobs)
     first_winner_name = next(iter(groups))
     dataset = groups[first_winner_name][0]["config"]["dataset"]
     budget = groups[next(iter(groups))][0]["config"]["epochs"]
@@ -107,7 +108,8 @@ def make_report(experiment_id: str, out: Path, root=None, top_k: int = 1, seeds=
               f"runs done, {time.perf_counter() - started:.0f}s", file=sys.stderr)
         params = {**load_params_file(path), "dataset": dataset, "epochs": budget,
                   **{k: groups[first_winner_name][0]["config"][k] for k in ("val_size", "split_seed")}}
-        groups[name] = retrain(params, seeds, out / "runs" / name, protocol, epochs, extra=extra, data_dir=data_dir)
+        groups[name] = retrain(params, seeds, out / "runs" / name, protocol, epochs, extra=extra, data_dir=data_dir,
+                               jobs=jobs)
 
     summary = {name: summarise(runs) for name, runs in groups.items()}
     first_winner = next(iter(groups))
@@ -230,11 +232,13 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, help="retraining epochs (default: the search's budget)")
     p.add_argument("--baseline", nargs="+", default=["baselines/deep_cnn.json"])
     p.add_argument("--data-dir")
+    p.add_argument("--jobs", type=int, default=1, help="seeds retrained at once, in separate processes (CPU: the core "
+                   "count; each gets cpu_count // jobs threads)")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.out or f"reports/{args.experiment_id}")
     result = make_report(args.experiment_id, out, args.root, args.top_k, args.seeds, args.protocol, args.epochs,
-                         args.baseline, args.smoke, args.data_dir, argv)
+                         args.baseline, args.smoke, args.data_dir, argv, args.jobs)
     for name, g in result["groups"].items():
         print(f"{name}: test accuracy {g['test_accuracy_mean']:.4f} +- {g['test_accuracy_std']:.4f}")
     print(f"report: {out / 'report.md'}")

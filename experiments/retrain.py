@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import os
 import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +53,9 @@ def finished_run(run_dir: Path, config: dict) -> tuple[dict, dict] | None:
     if not all(f.is_file() for f in files):
         return None
     try:
-        if json.loads(files[0].read_text()) != json.loads(json.dumps(config)):
+        def same(cfg: dict) -> dict:           # threads change the speed, not the run
+            return {k: v for k, v in json.loads(json.dumps(cfg)).items() if k != "threads"}
+        if same(json.loads(files[0].read_text())) != same(config):
             return None
         return json.loads(files[1].read_text()), json.loads(files[2].read_text())
     except (OSError, ValueError):
@@ -58,34 +63,57 @@ def finished_run(run_dir: Path, config: dict) -> tuple[dict, dict] | None:
 
 
 def retrain(params: dict, seeds, out_dir: str | Path, protocol: str = "train_val", epochs: int | None = None,
-            patience: int = 3, extra: dict | None = None, data_dir=None, progress: bool = True) -> list[dict]:
-    """Train `params` once per seed; returns one dict per run: config, final metrics, test metrics, predictions."""
-    overrides = {**protocol_overrides(protocol, epochs, patience), **(extra or {})}
-    base = resolve(params, overrides)
-    device = pick_device(base.device)
-    data = data_mod.prepare(base.dataset, base.val_size, base.split_seed, device, base.train_subset, data_dir)
-    if protocol == "train_val":
-        data = merged_train_val(data)
-    runs = []
-    for seed in seeds:
-        cfg = resolve(params, overrides, {"seed": seed})
-        run_dir = Path(out_dir) / f"seed{seed}"
-        done = finished_run(run_dir, cfg.to_dict())
-        if done is not None:
-            final, metrics = done
-            print(f"{run_dir}: already finished with this config, reusing it (delete the folder to retrain)",
-                  file=sys.stderr)
-        else:
-            final = train(cfg, data=data, output_dir=run_dir, progress=progress)
-            model, _ = load_checkpoint(run_dir / "best.pt")
-            proba = predict_proba(model.to(device), data.test_x)
-            y = data.test_y.cpu().numpy()
-            metrics = classification_metrics(y, proba, data.info.classes)
-            np.savez_compressed(run_dir / "test_predictions.npz", proba=proba, y=y)
-            (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        runs.append({"seed": seed, "protocol": protocol, "dir": str(run_dir), "config": cfg.to_dict(),
-                     "final": final, "test": metrics})
-    return runs
+            patience: int = 3, extra: dict | None = None, data_dir=None, progress: bool = True,
+            jobs: int = 1) -> list[dict]:
+    """Train `params` once per seed; returns one dict per run: config, final metrics, test metrics, predictions.
+
+    `jobs` seeds train at once in separate processes, each with cpu_count // jobs torch threads (on a small CPU two
+    one-thread runs side by side get more done than one two-thread run). The search's `threads` is not kept: it
+    described a trial sharing the machine, not this run."""
+    jobs = max(1, min(jobs, len(seeds)))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    overrides = {**protocol_overrides(protocol, epochs, patience), "threads": threads, **(extra or {})}
+    tasks = [(params, overrides, seed, Path(out_dir) / f"seed{seed}", protocol, data_dir) for seed in seeds]
+    if jobs == 1:
+        base = resolve(params, overrides)
+        data = _data(base, protocol, data_dir)
+        return [_run_seed(*t, progress=progress, data=data) for t in tasks]
+    runs = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_run_seed, *t, progress=False): t[2] for t in tasks}
+        for n, fut in enumerate(as_completed(futures), 1):
+            run = fut.result()
+            runs[run["seed"]] = run
+            print(f"[retrain] {Path(out_dir).name} seed {run['seed']}: test accuracy {run['test']['accuracy']:.4f}, "
+                  f"{run['final'].get('train_seconds', 0):.0f}s ({n}/{len(tasks)} seeds done)", file=sys.stderr)
+    return [runs[seed] for seed in seeds]
+
+
+def _data(cfg, protocol: str, data_dir) -> data_mod.DeviceData:
+    data = data_mod.prepare(cfg.dataset, cfg.val_size, cfg.split_seed, pick_device(cfg.device), cfg.train_subset,
+                            data_dir)
+    return merged_train_val(data) if protocol == "train_val" else data
+
+
+def _run_seed(params: dict, overrides: dict, seed: int, run_dir: Path, protocol: str, data_dir, progress: bool = True,
+              data: data_mod.DeviceData | None = None) -> dict:
+    cfg = resolve(params, overrides, {"seed": seed})
+    done = finished_run(run_dir, cfg.to_dict())
+    if done is not None:
+        final, metrics = done
+        print(f"{run_dir}: already finished with this config, reusing it (delete the folder to retrain)",
+              file=sys.stderr)
+    else:
+        data = data if data is not None else _data(cfg, protocol, data_dir)
+        final = train(cfg, data=data, output_dir=run_dir, progress=progress)
+        model, _ = load_checkpoint(run_dir / "best.pt")
+        proba = predict_proba(model.to(pick_device(cfg.device)), data.test_x)
+        y = data.test_y.cpu().numpy()
+        metrics = classification_metrics(y, proba, data.info.classes)
+        np.savez_compressed(run_dir / "test_predictions.npz", proba=proba, y=y)
+        (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return {"seed": seed, "protocol": protocol, "dir": str(run_dir), "config": cfg.to_dict(), "final": final,
+            "test": metrics}
 
 
 def main(argv=None) -> int:
@@ -98,11 +126,13 @@ def main(argv=None) -> int:
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--data-dir")
     p.add_argument("--smoke", action="store_true", help="tiny subset, one epoch: for CI")
+    p.add_argument("--jobs", type=int, default=1, help="seeds trained at once, in separate processes")
     p.add_argument("--out", default="runs/retrain")
     args = p.parse_args(argv)
     params = load_params_file(args.params)
     extra = {**(SMOKE if args.smoke else {}), **({"dataset": args.dataset} if args.dataset else {})}
-    runs = retrain(params, args.seeds, args.out, args.protocol, args.epochs, args.patience, extra, args.data_dir)
+    runs = retrain(params, args.seeds, args.out, args.protocol, args.epochs, args.patience, extra, args.data_dir,
+                   jobs=args.jobs)
     accs = np.array([r["test"]["accuracy"] for r in runs])
     print(f"test accuracy over {len(runs)} seeds: {accs.mean():.4f} +- {accs.std(ddof=1) if len(accs) > 1 else 0:.4f}"
           f"  ({', '.join(f'{a:.4f}' for a in accs)})")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,12 @@ def test_retrain_reuses_finished_runs_and_only_those(tiny_env, tmp_path):
     assert ckpt[0].stat().st_mtime_ns == stamps[0]                  # seed 0 reused
     assert ckpt[1].stat().st_mtime_ns != stamps[1]                  # seed 1 trained again
     assert again[0]["test"] == first[0]["test"] and again[0]["final"] == first[0]["final"]
+    # seeds in parallel processes (one thread each here): the finished seed is reused, a new one trains
+    par = retrain(params, [0, 2], tmp_path / "runs", protocol="train_val", epochs=1, progress=False, jobs=2)
+    assert [r["seed"] for r in par] == [0, 2] and par[0]["test"] == first[0]["test"]
+    assert ckpt[0].stat().st_mtime_ns == stamps[0]
+    assert par[1]["config"]["threads"] == max(1, (os.cpu_count() or 1) // 2)
+    assert json.loads((tmp_path / "runs" / "seed2" / "test_metrics.json").read_text()) == par[1]["test"]
     # another config in the same folder is never mistaken for a finished run
     other = retrain(params, [0], tmp_path / "runs", protocol="train_val", epochs=2, progress=False)
     assert ckpt[0].stat().st_mtime_ns != stamps[0] and other[0]["final"]["epochs_run"] == 2

@@ -3,6 +3,11 @@
 Checks without starting anything: NNI's own config classes load and canonicalise each YAML; the tuner and assessor are
 built (or their class args validated) the way NNI's dispatcher would; 50 draws from the search space, with the trial
 command's flags applied, resolve to a TrialConfig; the optimize modes are `maximize`.
+
+The Kubernetes examples in nni_configs/kubernetes/ (never run here: no cluster) are checked the same way without
+starting anything: NNI's classes validate them, what its manager's code takes for granted (the operator API versions it
+knows, where it mounts the storage in pods) is checked against the installed nni_node, and the trial command runs our
+entry point on data under that mount.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import math
 import random
 import shlex
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
@@ -25,6 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "nni_configs").glob("*.yml"))
 NAMES = [p.name for p in CONFIGS]
 DRAWS = 50
+K8S_CONFIGS = sorted((REPO / "nni_configs" / "kubernetes").glob("*.yml"))
+K8S_NAMES = [p.name for p in K8S_CONFIGS]
 MAXIMIZERS = {"tpe", "hyperband", "medianstop", "evolution", "bohb"}   # algorithms whose optimize_mode matters
 
 
@@ -287,3 +294,67 @@ def test_fixed_hyperband_counts_a_trial_end_under_the_id_the_trial_ran(monkeypat
                          "hyper_params": nni.dump({"parameter_id": recorded, "parameters": {}})})
     assert hb.brackets["0-1"].num_finished_configs[0] == 1
     assert hb.brackets["0-0"].num_finished_configs[0] == 0
+
+
+# ------------------------------------------------------------------------------------------ Kubernetes examples
+def nni_node_source(relative: str) -> str:
+    """A file of NNI's manager (the Node.js side nnictl starts), as installed."""
+    import nni_node
+    return (Path(nni_node.__file__).parent / relative).read_text()
+
+
+def k8s_roles(ts: dict) -> list[dict]:
+    if ts["platform"] == "kubeflow":
+        return [ts[role] for role in ("worker", "ps", "master") if ts.get(role)]
+    return ts["taskRoles"]
+
+
+def test_there_are_kubernetes_examples():
+    assert {"fmnist_kubeflow.yml", "fmnist_frameworkcontroller.yml"} <= set(K8S_NAMES)
+
+
+@pytest.mark.parametrize("path", K8S_CONFIGS, ids=K8S_NAMES)
+def test_kubernetes_example_validates_with_nni(path):
+    config = canonical(path)
+    ts = config["trainingService"]
+    assert ts["platform"] in ("kubeflow", "frameworkcontroller")
+    # NNI 3.0 hands a v2 config only to its reusable Kubernetes service; reuseMode false gets the legacy one, which
+    # never receives its cluster settings (RouterTrainingService.setClusterMetadata does nothing)
+    assert raw(path)["trainingService"]["reuseMode"] is True
+    assert Path(config["trialCodeDirectory"]) == REPO, "the code NNI uploads to the storage is the repository"
+    assert Path(config["searchSpaceFile"]).is_file()
+    assert Path(config["tuner"]["codeDirectory"]) == REPO / "experiments"
+    assert config["nniManagerIp"], "pods must be told where the manager is"
+    assert "trialGpuNumber" not in raw(path)    # GPUs come from the pod's resources, as in the local configs
+    assert ts["storage"]["storageType"] in ("nfs", "azureStorage")
+    roles = k8s_roles(ts)
+    assert sum(r.get("replicas", r.get("taskNumber", 0)) for r in roles) == 1, "one process per trial"
+    assert all(r["gpuNumber"] == 1 and r["cpuNumber"] >= 1 and r["dockerImage"] for r in roles)
+    if ts["platform"] == "kubeflow":     # the operator API versions NNI's manager has a client for
+        assert f"case '{ts['apiVersion']}'" in nni_node_source("training_service/kubernetes/kubeflow/"
+                                                                 "kubeflowApiClient.js")
+    text = path.read_text()
+    assert text.startswith("# ") and f"nnictl create --config nni_configs/kubernetes/{path.name}" in text
+
+
+@pytest.mark.parametrize("path", K8S_CONFIGS, ids=K8S_NAMES)
+def test_kubernetes_trial_command_runs_our_entry_point_on_the_shared_storage(path):
+    config = canonical(path)
+    argv = shlex.split(config["trialCommand"])
+    # python3: the interpreter NNI's start script and trial runner use in the image
+    assert argv[:3] == ["python3", "-m", "trial"], config["trialCommand"]
+    args = parse_args(argv[3:])
+    dataset = path.stem.split("_")[0]
+    assert args.cfg_dataset == dataset and args.cfg_epochs is not None
+    # where NNI 3.0 mounts its NFS export or Azure share in every pod
+    mount = "/tmp/mount"
+    assert f"this.CONTAINER_MOUNT_PATH = '{mount}'" in nni_node_source(
+        "training_service/reusable/environments/kubernetes/kubernetesEnvironmentService.js")
+    assert args.data_dir and PurePosixPath(args.data_dir).is_relative_to(mount)
+    assert all(r["command"] == config["trialCommand"] for r in k8s_roles(config["trainingService"]))
+    # the same search as the local config of the dataset, every draw valid for the trial
+    local = canonical(REPO / "nni_configs" / f"{dataset}.yml")
+    assert config["searchSpaceFile"] == local["searchSpaceFile"]
+    assert config["tuner"] == local["tuner"] and config["assessor"]["name"] == local["assessor"]["name"]
+    for draw in _draws(config, load_space(config["searchSpaceFile"])):
+        assert resolve({}, draw, cli_layer(args)).dataset == dataset

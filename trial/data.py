@@ -262,6 +262,22 @@ def _source_key(name: str, files: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def _cache_path(name: str, folder: Path, files) -> Path:
+    return cache_dir() / f"{name}-{_source_key(name, [_find(folder, f) for f in files])}.pt"
+
+
+def cache_file(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The cache file `load` reads or writes for the files it would find (None when there are none); it exists once
+    they have been decoded."""
+    found = _locate(info(name).name, candidate_dirs(data_dir))
+    return _cache_path(name, found[0], found[1]) if found else None
+
+
+def available(data_dir: str | os.PathLike | None = None) -> list[str]:
+    """The datasets whose files are complete where `load` looks."""
+    return [name for name in INFO if _locate(name, candidate_dirs(data_dir))]
+
+
 def load(name: str, data_dir: str | os.PathLike | None = None, download: bool | None = None) -> Splits:
     """The dataset as uint8 tensors, from the cache when it is there, decoding the files (once, locked) when not."""
     info(name)
@@ -280,8 +296,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None, download: bool | 
         if found is None:
             raise DatasetError(_missing_message(name, dirs, "Downloaded files were not where expected. "))
     folder, files, reader = found
-    paths = [_find(folder, f) for f in files]
-    cache = cache_dir() / f"{name}-{_source_key(name, paths)}.pt"
+    cache = _cache_path(name, folder, files)
     splits = _read_cache(cache)
     if splits is not None:
         return splits

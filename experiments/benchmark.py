@@ -2,6 +2,7 @@
 
     python -m experiments.benchmark --quick --json bench.json      # this 2-core CPU, a few minutes
     python -m experiments.benchmark --json bench.json              # a GPU box (no NNI needed there)
+    python -m experiments.benchmark --quick --compile ...          # also the harness through torch.compile
 
 Measures, on the same model, batch size and device:
   - training throughput (images/s, augmentation on) of the harness's epoch loop vs a minimal hand-written loop over
@@ -90,6 +91,29 @@ def bare_run(dataset, n, device) -> float:
     return len(d.train_x) / (time.perf_counter() - t0)
 
 
+_COMPILED: dict = {}
+
+
+def compiled_run(dataset, n, device) -> float:
+    """The harness's epoch loop through torch.compile (`--compile true`). Compiled once per dataset, outside the
+    timing, on a warm-up slice: the compile time is reported apart (`compile_s`), the rounds time steady state."""
+    if dataset not in _COMPILED:
+        cfg, d, model, opt = _setup(dataset, n, device)
+        cmodel = torch.compile(model)
+        t0 = time.perf_counter()
+        k = 2 * cfg.batch_size
+        warm = data_mod.DeviceData(d.train_x[:k], d.train_y[:k], d.val_x, d.val_y, d.test_x, d.test_y, d.info)
+        fill = data_mod.normalise(torch.zeros(1, d.info.shape[0], 1, 1), d.info, device).flatten()
+        train_epoch(cmodel, opt, None, None, warm, cfg, loss_fn(cfg), bf16_supported(device), fill, None)
+        _sync(device)
+        _COMPILED[dataset] = (cfg, d, cmodel, opt, fill, time.perf_counter() - t0)
+    cfg, d, cmodel, opt, fill, _ = _COMPILED[dataset]
+    t0 = time.perf_counter()
+    train_epoch(cmodel, opt, None, None, d, cfg, loss_fn(cfg), bf16_supported(device), fill, None)
+    _sync(device)
+    return len(d.train_x) / (time.perf_counter() - t0)
+
+
 class _TensorImages(torch.utils.data.Dataset):
     """torchvision's MNIST/CIFAR10 datasets, minus their file parsing: a PIL image per item, then the transforms."""
 
@@ -131,10 +155,13 @@ def dataloader_run(dataset, n, device, workers: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def throughput(dataset: str, n: int, rounds: int, device, workers: int) -> dict:
-    runs = {"harness": [], "bare": [], "dataloader": []}
+def throughput(dataset: str, n: int, rounds: int, device, workers: int, compiled: bool = False) -> dict:
     fns = {"harness": harness_run, "bare": bare_run,
            "dataloader": lambda ds, k, dev: dataloader_run(ds, k, dev, workers)}
+    if compiled:
+        fns["compiled"] = compiled_run
+        compiled_run(dataset, n, device)           # compiles (timed apart) and runs once
+    runs = {name: [] for name in fns}
     harness_run(dataset, min(n, 2048), device)     # warm-up: allocator, cudnn autotuning, first-call costs
     for r in range(rounds):
         order = list(fns) if r % 2 == 0 else list(reversed(fns))
@@ -143,7 +170,9 @@ def throughput(dataset: str, n: int, rounds: int, device, workers: int) -> dict:
     med = {k: float(np.median(v)) for k, v in runs.items()}
     return {"images_per_s": med, "runs": runs, "harness_vs_bare": med["harness"] / med["bare"],
             "harness_vs_dataloader": med["harness"] / med["dataloader"], "images": n, "rounds": rounds,
-            "dataloader_workers": workers}
+            "dataloader_workers": workers,
+            **({"compiled_vs_harness": med["compiled"] / med["harness"], "compile_s": _COMPILED[dataset][-1]}
+               if compiled else {})}
 
 
 # ---------------------------------------------------------------------------------------------------- trial start
@@ -232,6 +261,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-nni", action="store_true", help="leave out the NNI experiment (no nni installed)")
     p.add_argument("--images", type=int, help="images per throughput run (default 4096 quick, 30000 full)")
     p.add_argument("--nni-trials", type=int, help="trials in the overhead experiment (default 8 quick, 12 full)")
+    p.add_argument("--compile", action="store_true", help="also time the harness through torch.compile")
     args = p.parse_args(argv)
     device = pick_device(args.device)
     n, rounds, workers = (4096, 3, 1) if args.quick else (30000, 3, min(8, os.cpu_count() or 1))
@@ -243,7 +273,7 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats()
-    tp = {ds: throughput(ds, n, rounds, device, workers) for ds in ("fmnist", "cifar10")}
+    tp = {ds: throughput(ds, n, rounds, device, workers, args.compile) for ds in ("fmnist", "cifar10")}
     result["throughput"] = tp
     result["harness_vs_bare"] = min(t["harness_vs_bare"] for t in tp.values())
     result["harness_vs_dataloader"] = min(t["harness_vs_dataloader"] for t in tp.values())
@@ -271,6 +301,9 @@ def main(argv=None) -> int:
         m = t["images_per_s"]
         print(f"{ds:<9} {m['harness']:>14.0f} {m['bare']:>11.0f} {m['dataloader']:>13.0f} "
               f"{t['harness_vs_bare']:>8.2f} {t['harness_vs_dataloader']:>10.2f}")
+    if args.compile:
+        print("torch.compile: " + ", ".join(f"{ds} {t['compiled_vs_harness']:.2f}x the eager harness (compiling took "
+                                             f"{t['compile_s']:.0f} s)" for ds, t in tp.items()))
     print(f"trial start to first step: warm {result['trial_start_warm_s']:.2f} s, cold {result['trial_start_cold_s']:.2f} s")
     if overhead:
         print(f"NNI: {overhead['overhead_s_per_trial']:.2f} s between a trial's end and the next start "

@@ -44,3 +44,21 @@ def test_quick_benchmark_writes_every_key(tmp_path):
     assert h["trials"] == 6 and h["epochs_budgeted"] == 12
     assert h["epochs_reused"] == 1 and h["saved_frac"] == pytest.approx(h["expected_frac"])
     assert result["hyperband_epochs_saved_frac"] == pytest.approx(9 / 78)   # the shipped R=9, eta=3 iteration
+
+
+@pytest.mark.timeout(600)
+def test_compiled_harness_is_timed_beside_the_others(tmp_path, monkeypatch):
+    from experiments import benchmark
+    root = tiny_data.write_all(tmp_path / "data")
+    monkeypatch.setenv("CNNSEARCH_DATA", str(root))
+    monkeypatch.setenv("CNNSEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CNNSEARCH_NO_DOWNLOAD", "1")
+    monkeypatch.setattr(benchmark, "_COMPILED", {})
+    import torch
+    t = benchmark.throughput("fmnist", 256, 1, torch.device("cpu"), 0, compiled=True)
+    assert set(t["images_per_s"]) == {"harness", "bare", "dataloader", "compiled"}
+    assert t["compiled_vs_harness"] == pytest.approx(t["images_per_s"]["compiled"] / t["images_per_s"]["harness"])
+    assert t["compile_s"] > 0
+    # the compiled module really is what ran: dynamo wrapped the model that trained
+    _, _, cmodel, *_ = benchmark._COMPILED["fmnist"]
+    assert isinstance(cmodel, torch._dynamo.eval_frame.OptimizedModule)

@@ -17,8 +17,14 @@ The workers file:
 
 It writes an NNI experiment YAML (the given config with a remote training service: `reuseMode: false`, since reuse
 mode hangs or runs one trial per host in 3.0; an explicit `nniManagerIp`; the workers' machine list) and starts it
-with `nnictl create`, after checking that the REST port and the next one (remote trials report there) are free and
-warning when the code upload (what `.nniignore` leaves) is large. `--write FILE` only writes the YAML.
+with `nnictl create`, after checking that the REST port and the next one (nnictl refuses a remote experiment when it is
+taken) are free and warning when the code upload (what `.nniignore` leaves) is large. `--write FILE` only writes the
+YAML.
+
+NNI is started through experiments/secure.py: the dashboard and REST API listen on 127.0.0.1 only (from another machine,
+an SSH tunnel: `ssh -N -L 8080:127.0.0.1:8080 user@manager`, then http://127.0.0.1:8080), and the remote trials'
+connections (NNI 3.0 opens them to `nniManagerIp` on the REST port) are taken on manager_ip, where nothing else is
+served. To start the written YAML by hand: `python -m experiments.secure nnictl create --config FILE --port PORT`.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from pathlib import Path
 
 import yaml
 
+from . import secure
 from .local_run import REPO
 
 WORKER_KEYS = {"host", "port", "user", "key_file", "python", "gpus", "trials_per_gpu"}
@@ -171,11 +178,13 @@ def main(argv=None) -> int:
         return 0
     for port in (args.port, args.port + 1):
         if not port_free(port):
-            print(f"error: port {port} is taken on this machine; NNI needs --port and the next one free (remote "
-                  f"trials report to port + 1): pick another --port", file=sys.stderr)
+            print(f"error: port {port} is taken on this machine; NNI needs --port and the next one free (nnictl "
+                  f"refuses a remote experiment otherwise): pick another --port", file=sys.stderr)
             return 2
+    print(f"dashboard on http://127.0.0.1:{args.port} only (elsewhere: ssh -N -L {args.port}:127.0.0.1:{args.port} "
+          f"this-host); remote trials connect to {manager_ip}:{args.port}")
     return subprocess.call([str(Path(sys.executable).parent / "nnictl"), "create", "--config", str(out), "--port",
-                            str(args.port)])
+                            str(args.port)], env=secure.nni_env(manager_ip=manager_ip))
 
 
 if __name__ == "__main__":

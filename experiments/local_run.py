@@ -1,7 +1,7 @@
 """Run a real local NNI experiment to its end from Python (nni.experiment.Experiment) and read its trials back.
 
 Used by the benchmark and the search-efficiency study. The experiment's folders go to `workdir`; it is always
-stopped by its own handle.
+stopped by its own handle. Its dashboard and REST API listen on 127.0.0.1 only (experiments/secure.py).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import secure
 from .export import load_experiment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,7 +63,8 @@ def run(name: str, trial_command: str, search_space: dict, tuner: dict, workdir:
     exp.config.experiment_working_directory = str(workdir)
     port = free_port()
     t0 = time.time()
-    exp.start(port, debug=False)
+    with secure.protected():      # Experiment.start runs NNI's node manager with this process's environment
+        exp.start(port, debug=False)
     try:
         limit = duration_s if duration_s else 120.0 * max_trials
         while time.time() - t0 < limit:

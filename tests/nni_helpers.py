@@ -25,6 +25,8 @@ from typing import Callable
 
 import yaml
 
+from experiments import secure
+
 REPO = Path(__file__).resolve().parent.parent
 FINISHED = {"SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"}
 
@@ -51,9 +53,10 @@ def free_port() -> int:
     raise RuntimeError("no free pair of ports found")
 
 
-def experiment_env(tmp_path: Path, data_root: Path, **extra: str) -> dict[str, str]:
-    """The environment of the nnictl process; local trials inherit it (NNI's trial keeper spawns them with it)."""
-    env = dict(os.environ)
+def experiment_env(tmp_path: Path, data_root: Path, protect: bool = True, **extra: str) -> dict[str, str]:
+    """The environment of the nnictl process; local trials inherit it (NNI's trial keeper spawns them with it).
+    `protect`: the manager listens on 127.0.0.1 only, as experiments.secure starts it (False: NNI's own default)."""
+    env = secure.nni_env() if protect else secure.unprotected_env()
     env.update({
         "CNNSEARCH_DATA": str(data_root),
         "CNNSEARCH_CACHE": str(tmp_path / "cache"),
@@ -206,7 +209,7 @@ class RunningExperiment:
 
     def logs(self, tail: int = 60) -> str:
         text = []
-        for name in ("nnimanager.log", "dispatcher.log"):
+        for name in ("nnimanager.log", "dispatcher.log", "nnictl_stderr.log"):
             f = self.root / "log" / name
             if f.exists():
                 text.append(f"--- {f}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-tail:]))

@@ -73,7 +73,7 @@ def _encoded(trials: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
         if numeric.notna().all() and values.map(lambda v: not isinstance(v, bool)).all():
             out[c] = numeric
         else:
-            out[c] = values.astype(str).astype("category").cat.codes
+            out[c] = values.map(str).astype("category").cat.codes
     return out
 
 
@@ -91,8 +91,8 @@ def accuracy_vs_params(trials: pd.DataFrame, path: Path) -> Path:
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         else:
-            cats = sorted(values.astype(str).unique())
-            codes = values.astype(str).map({v: i for i, v in enumerate(cats)})
+            cats = sorted(values.map(str).unique())
+            codes = values.map(str).map({v: i for i, v in enumerate(cats)})
             jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(codes))
             ax.scatter(codes + jitter, done["final_default"], s=12, alpha=0.7)
             ax.set_xticks(range(len(cats)), cats, rotation=30, fontsize=7)

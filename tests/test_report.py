@@ -225,3 +225,22 @@ def test_export_names_trials_cut_by_a_stop(tmp_path, end_ms, status):
     assert table.set_index("trial_id")["status"].to_dict() == {"a": "SUCCEEDED", "b": status}
     assert table.set_index("trial_id").loc["a", "final_default"] == 0.5
     assert table.set_index("trial_id").loc["a", "duration_s"] == 4.0
+
+
+def test_figures_take_parameters_that_only_some_trials_have(tmp_path):
+    # a nested choice gives filters_3 and its activation only to some trials: the others have NaN there (pandas then
+    # keeps a string column with missing values, which sorted() cannot order)
+    trials = pd.DataFrame({
+        "trial_id": list("abcdef"), "sequence": range(6), "status": ["SUCCEEDED"] * 5 + ["USER_CANCELED"],
+        "start_ms": [0, 10, 20, 30, 40, 50], "end_ms": [100, 110, 120, 130, 140, 150],
+        "intermediate": ["[0.5, 0.6]"] * 6,
+        "param_filters_3": [64, None, 128, None, 64, 128],
+        "param_activation": ["relu", None, "gelu", "relu", None, "gelu"],
+        "param_learning_rate": [1e-3, 2e-3, 3e-4, 1e-2, 5e-3, 1e-3],
+        "final_default": [0.9, 0.8, 0.85, 0.7, 0.95, None]})
+    from experiments import plots
+    paths = [plots.accuracy_vs_params(trials, tmp_path / "a.png"),
+             plots.parallel_coordinates(trials, tmp_path / "p.png"),
+             plots.importance(trials, tmp_path / "i.png")[0]]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000

@@ -105,7 +105,11 @@ def _run_seed(params: dict, overrides: dict, seed: int, run_dir: Path, protocol:
               file=sys.stderr)
     else:
         data = data if data is not None else _data(cfg, protocol, data_dir)
-        final = train(cfg, data=data, output_dir=run_dir, progress=progress)
+        # in parallel processes one line per epoch (progress bars of several processes would garble each other)
+        report = None if progress else (lambda m: print(
+            f"[retrain] {run_dir.parent.name} seed {seed}: epoch {m['epoch']}/{cfg.epochs}, loss {m['train_loss']:.4f}, "
+            f"{m['epoch_seconds']:.0f}s", file=sys.stderr, flush=True))
+        final = train(cfg, report, data=data, output_dir=run_dir, progress=progress)
         model, _ = load_checkpoint(run_dir / "best.pt")
         proba = predict_proba(model.to(pick_device(cfg.device)), data.test_x)
         y = data.test_y.cpu().numpy()

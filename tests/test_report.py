@@ -101,7 +101,7 @@ def test_retrain_metrics_agree_with_a_direct_computation(tiny_env, tmp_path):
     assert tv[0]["config"]["keep"] == "last"
 
 
-def test_retrain_reuses_finished_runs_and_only_those(tiny_env, tmp_path):
+def test_retrain_reuses_finished_runs_and_only_those(tiny_env, tmp_path, capfd):
     params = {"dataset": "fmnist", "filters": 8, "dense_units": 16, "val_size": 128, "batch_size": 64}
     first = retrain(params, [0, 1], tmp_path / "runs", protocol="train_val", epochs=1, progress=False)
     ckpt = [Path(r["dir"]) / "best.pt" for r in first]
@@ -117,6 +117,8 @@ def test_retrain_reuses_finished_runs_and_only_those(tiny_env, tmp_path):
     assert ckpt[0].stat().st_mtime_ns == stamps[0]
     assert par[1]["config"]["threads"] == max(1, (os.cpu_count() or 1) // 2)
     assert json.loads((tmp_path / "runs" / "seed2" / "test_metrics.json").read_text()) == par[1]["test"]
+    err = capfd.readouterr().err           # progress from the worker processes: a line per epoch and per seed
+    assert "runs seed 2: epoch 1/1, loss" in err and "seed 2: test accuracy" in err
     # another config in the same folder is never mistaken for a finished run
     other = retrain(params, [0], tmp_path / "runs", protocol="train_val", epochs=2, progress=False)
     assert ckpt[0].stat().st_mtime_ns != stamps[0] and other[0]["final"]["epochs_run"] == 2

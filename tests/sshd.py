@@ -159,3 +159,32 @@ def kill_host(sshd_pid: int, host: str, port: int) -> dict[int, tuple[str, dict[
         if state != "Z":
             alive[pid] = info
     return alive
+
+
+def tiny_remote_config(tmp_path: Path, data: Path, workers: list[tuple[str, int, Path]], space: dict, epochs: int,
+                       **overrides) -> dict:
+    """The NNI config experiments.launch writes for these private-sshd workers ((host, port, client key) each), for
+    tiny trials on `data`: every worker runs this interpreter; no assessor."""
+    import getpass
+    import json
+    import sys
+
+    import yaml
+
+    from experiments import launch
+    repo = Path(__file__).resolve().parent.parent
+    spec = {"manager_ip": "127.0.0.1", "data_dir": str(data), "workers": [
+        {"host": h, "port": port, "user": getpass.getuser(), "key_file": str(key), "python": sys.executable}
+        for h, port, key in workers]}
+    (tmp_path / "workers.yml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "space.json").write_text(json.dumps(space))
+    config = launch.remote_config(repo / "nni_configs" / "mnist.yml", launch.load_workers(tmp_path / "workers.yml"),
+                                  "127.0.0.1")
+    # remote trials do not inherit the manager's environment: the cache goes in the command
+    config["trialCommand"] = (f"CNNSEARCH_CACHE={tmp_path / 'cache'} CNNSEARCH_NO_DOWNLOAD=1 "
+                              f"{config['trialCommand']} --epochs {epochs} --train_subset 256 --val_size 128 "
+                              f"--batch_size 64")
+    config.update(searchSpaceFile=str(tmp_path / "space.json"), trialConcurrency=2, maxExperimentDuration="8m",
+                  experimentWorkingDirectory=str(tmp_path / "nni-experiments"), **overrides)
+    config.pop("assessor", None)
+    return config

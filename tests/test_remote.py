@@ -2,18 +2,14 @@
 127.0.0.3), configured by experiments.launch. Trials run on both and every metric arrives."""
 from __future__ import annotations
 
-import getpass
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from experiments import launch
 from tests import sshd, tiny_data
-from tests.nni_helpers import REPO, experiment_env, nnictl_path, running_experiment, write_config
+from tests.nni_helpers import experiment_env, nnictl_path, running_experiment, write_config
 
 pytestmark = pytest.mark.skipif(sshd.available() is not None or nnictl_path() is None,
                                 reason=str(sshd.available() or "nni is not installed"))
@@ -26,20 +22,8 @@ EPOCHS = 2
 def test_trials_run_on_both_workers_and_report(tmp_path):
     data = tiny_data.write_all(tmp_path / "data")
     with sshd.private_sshd(tmp_path / "sshd", "127.0.0.2", also=("127.0.0.3",)) as (host, port, key):
-        workers = {"manager_ip": "127.0.0.1", "data_dir": str(data), "workers": [
-            {"host": h, "port": port, "user": getpass.getuser(), "key_file": str(key), "python": sys.executable}
-            for h in ("127.0.0.2", "127.0.0.3")]}
-        (tmp_path / "workers.yml").write_text(yaml.safe_dump(workers))
-        (tmp_path / "space.json").write_text(json.dumps(SPACE))
-        config = launch.remote_config(REPO / "nni_configs" / "mnist.yml", launch.load_workers(tmp_path / "workers.yml"),
-                                      "127.0.0.1")
-        # remote trials do not inherit the manager's environment: the cache goes in the command
-        config["trialCommand"] = (f"CNNSEARCH_CACHE={tmp_path / 'cache'} CNNSEARCH_NO_DOWNLOAD=1 "
-                                  f"{config['trialCommand']} --epochs {EPOCHS} --train_subset 256 --val_size 128 "
-                                  f"--batch_size 64")
-        config.update(searchSpaceFile=str(tmp_path / "space.json"), maxTrialNumber=4, trialConcurrency=2,
-                      maxExperimentDuration="8m", experimentWorkingDirectory=str(tmp_path / "nni-experiments"))
-        config.pop("assessor", None)
+        config = sshd.tiny_remote_config(tmp_path, data, [(h, port, key) for h in ("127.0.0.2", "127.0.0.3")],
+                                         SPACE, EPOCHS, maxTrialNumber=4)
         env = experiment_env(tmp_path, data, OMP_NUM_THREADS="1")
         with running_experiment(write_config(tmp_path / "remote.yml", config), env) as exp:
             trials = exp.wait_for_trials(4, timeout=480)

@@ -10,10 +10,8 @@ from its SSH client); experiments/ssh_guard.js, loaded by experiments.secure, ha
 """
 from __future__ import annotations
 
-import getpass
 import json
 import shutil
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,11 +19,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-import yaml
 
-from experiments import export, launch
+from experiments import export
 from tests import sshd, tiny_data
-from tests.nni_helpers import (FINISHED, REPO, experiment_env, nnictl_path, running_experiment, wait_until,
+from tests.nni_helpers import (FINISHED, experiment_env, nnictl_path, running_experiment, wait_until,
                                write_config)
 
 pytestmark = pytest.mark.skipif(sshd.available() is not None or nnictl_path() is None,
@@ -80,20 +77,8 @@ def test_a_dying_worker_loses_no_trial(tmp_path):
             folder = tmp_path / f"sshd-{address}"
             _, port, key = stack.enter_context(sshd.private_sshd(folder, address))
             servers[address] = (port, key, int((folder / "sshd.pid").read_text()))
-        workers = {"manager_ip": "127.0.0.1", "data_dir": str(data), "workers": [
-            {"host": a, "port": servers[a][0], "user": getpass.getuser(), "key_file": str(servers[a][1]),
-             "python": sys.executable} for a in (SURVIVOR, VICTIM)]}
-        (tmp_path / "workers.yml").write_text(yaml.safe_dump(workers))
-        (tmp_path / "space.json").write_text(json.dumps(SPACE))
-        config = launch.remote_config(REPO / "nni_configs" / "mnist.yml", launch.load_workers(tmp_path / "workers.yml"),
-                                      "127.0.0.1")
-        config["trialCommand"] = (f"CNNSEARCH_CACHE={tmp_path / 'cache'} CNNSEARCH_NO_DOWNLOAD=1 "
-                                  f"{config['trialCommand']} --epochs {EPOCHS} --train_subset 256 --val_size 128 "
-                                  f"--batch_size 64")
-        config.update(searchSpaceFile=str(tmp_path / "space.json"), maxTrialNumber=40, trialConcurrency=2,
-                      maxExperimentDuration="8m", experimentWorkingDirectory=str(tmp_path / "nni-experiments"),
-                      logLevel="debug")
-        config.pop("assessor", None)
+        config = sshd.tiny_remote_config(tmp_path, data, [(a, servers[a][0], servers[a][1]) for a in (SURVIVOR, VICTIM)],
+                                         SPACE, EPOCHS, maxTrialNumber=40, logLevel="debug")
         env = experiment_env(tmp_path, data, OMP_NUM_THREADS="1")
         victim_port, _, victim_pid = servers[VICTIM]
 

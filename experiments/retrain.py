@@ -67,9 +67,9 @@ def retrain(params: dict, seeds, out_dir: str | Path, protocol: str = "train_val
             jobs: int = 1) -> list[dict]:
     """Train `params` once per seed; returns one dict per run: config, final metrics, test metrics, predictions.
 
-    `jobs` seeds train at once in separate processes, each with cpu_count // jobs torch threads (on a small CPU two
-    one-thread runs side by side get more done than one two-thread run). The search's `threads` is not kept: it
-    described a trial sharing the machine, not this run."""
+    `jobs` seeds train at once in separate processes, each with cpu_count // jobs torch threads, so that together they
+    do not oversubscribe the cores. The search's `threads` is not kept: it described a trial sharing the machine, not
+    this run."""
     jobs = max(1, min(jobs, len(seeds)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     overrides = {**protocol_overrides(protocol, epochs, patience), "threads": threads, **(extra or {})}

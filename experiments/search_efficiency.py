@@ -3,16 +3,20 @@ on the same search space and the same wall-clock budget, over several repeats.
 
     python -m experiments.search_efficiency --minutes 20 --repeats 3 --out runs/efficiency
     python -m experiments.search_efficiency --smoke --out /tmp/eff      # tiny data budget, for CI
+    python -m experiments.search_efficiency --from runs/efficiency --target 0.91   # summarize a finished study again
 
 Each run is a real local experiment (two concurrent trials, one torch thread each). It writes every trial
-(trials.csv), best validation accuracy so far against wall-clock and against trial number per strategy (mean over
-repeats, with the range) as efficiency.png, and summary.json with each strategy's best accuracy at the budget.
+(trials.csv) and best validation accuracy so far against wall-clock and against trial number per strategy (curves.csv,
+both after every run, so a study stopped part-way keeps what it finished), the curves as efficiency.png (mean over
+repeats, with the range), and summary.json with each strategy's best accuracy at the budget, finished trials, and
+the minutes it took to first reach the --target validation accuracy, per repeat.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +47,8 @@ def best_so_far(table: pd.DataFrame) -> pd.DataFrame:
                          "best": done["final_default"].cummax().to_numpy()})
 
 
-def run_study(out: Path, minutes: float, repeats: int, epochs: int, flags: str, max_trials: int) -> dict:
+def run_study(out: Path, minutes: float, repeats: int, epochs: int, flags: str, max_trials: int,
+              target: float = 0.9) -> dict:
     from . import local_run
     space = json.loads((REPO / SPACE).read_text())
     out.mkdir(parents=True, exist_ok=True)
@@ -78,22 +83,40 @@ def run_study(out: Path, minutes: float, repeats: int, epochs: int, flags: str, 
             curves.append(curve)
             print(f"[efficiency] {name} repeat {repeat}: {len(table)} trials, best "
                   f"{curve['best'].max() if len(curve) else float('nan'):.4f} in {wall / 60:.1f} min", file=sys.stderr)
-    trials = pd.concat(rows, ignore_index=True)
-    trials.to_csv(out / "trials.csv", index=False)
-    curves = pd.concat(curves, ignore_index=True)
-    curves.to_csv(out / "curves.csv", index=False)
-    summary = {name: {"best_at_budget": [float(g["best"].max()) for _, g in c.groupby("repeat")],
-                      "trials": [int(g["trial"].max()) for _, g in c.groupby("repeat")]}
-               for name, c in curves.groupby("strategy")}
-    for s in summary.values():
+            # written after every run, so a study stopped part-way keeps what it finished
+            pd.concat(rows, ignore_index=True).to_csv(out / "trials.csv", index=False)
+            pd.concat(curves, ignore_index=True).to_csv(out / "curves.csv", index=False)
+    result = {"minutes": minutes, "repeats": repeats, "epochs": epochs, "flags": flags}
+    return write_summary(out, pd.concat(curves, ignore_index=True), result, target)
+
+
+def minutes_to(curve: pd.DataFrame, target: float) -> float | None:
+    """Minutes until the best-so-far first reached `target`; None where it never did."""
+    reached = curve.loc[curve["best"] >= target, "minutes"]
+    return float(reached.min()) if len(reached) else None
+
+
+def summarize(curves: pd.DataFrame, target: float) -> dict:
+    """Per strategy: best at the budget, finished trials and minutes to `target`, one entry per repeat."""
+    summary = {}
+    for name, c in curves.groupby("strategy"):
+        repeats = [g.sort_values("minutes") for _, g in c.groupby("repeat")]
+        s = {"best_at_budget": [float(g["best"].max()) for g in repeats],
+             "trials": [int(g["trial"].max()) for g in repeats],
+             f"minutes_to_{target:g}": [minutes_to(g, target) for g in repeats]}
         s["mean_best"] = float(np.mean(s["best_at_budget"]))
-    result = {"minutes": minutes, "repeats": repeats, "epochs": epochs, "flags": flags, "strategies": summary}
+        summary[name] = s
+    return summary
+
+
+def write_summary(out: Path, curves: pd.DataFrame, result: dict, target: float) -> dict:
+    result = {**result, "target": target, "strategies": summarize(curves, target)}
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(curves, minutes, out / "efficiency.png")
+    plot(curves, result["minutes"], out / "efficiency.png", target)
     return result
 
 
-def plot(curves: pd.DataFrame, minutes: float, path: Path) -> Path:
+def plot(curves: pd.DataFrame, minutes: float, path: Path, target: float | None = None) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -107,13 +130,16 @@ def plot(curves: pd.DataFrame, minutes: float, path: Path) -> Path:
                 idx = np.searchsorted(g[x].to_numpy(), grid, side="right") - 1
                 runs.append(np.where(idx >= 0, g["best"].to_numpy()[np.clip(idx, 0, None)], np.nan))
             runs = np.array(runs)
-            with np.errstate(all="ignore"):
-                mean = np.nanmean(runs, axis=0) if np.isfinite(runs).any() else runs[0]
+            with warnings.catch_warnings():   # grid points before any repeat's first result are all NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, low, high = np.nanmean(runs, axis=0), np.nanmin(runs, axis=0), np.nanmax(runs, axis=0)
             ax.plot(grid, mean, color=f"C{i}", label=name)
-            ax.fill_between(grid, np.nanmin(runs, axis=0), np.nanmax(runs, axis=0), color=f"C{i}", alpha=0.15)
+            ax.fill_between(grid, low, high, color=f"C{i}", alpha=0.15)
     axes[0].set_xlabel("wall-clock minutes")
     axes[1].set_xlabel("finished trials")
     for ax in axes:
+        if target is not None:
+            ax.axhline(target, color="grey", linestyle=":", linewidth=1)
         ax.set_ylabel("best validation accuracy so far")
         ax.legend(loc="lower right")
     fig.suptitle("Search efficiency on Fashion-MNIST (mean over repeats; band: range)")
@@ -132,14 +158,32 @@ def main(argv=None) -> int:
     p.add_argument("--max-trials", type=int, default=200)
     p.add_argument("--smoke", action="store_true", help="1 repeat, 4 trials each, tiny subset: for CI")
     p.add_argument("--out", default="runs/efficiency")
+    p.add_argument("--target", type=float, default=0.9,
+                   help="validation accuracy whose time to reach the summary reports (default 0.9)")
+    p.add_argument("--from", dest="existing", metavar="DIR",
+                   help="summarize and plot the curves.csv of a study already run in DIR (again), running nothing")
     args = p.parse_args(argv)
     if args.smoke:
         args.minutes, args.repeats, args.epochs, args.max_trials = 3, 1, 3, 4
         args.flags = (args.flags + " --train_subset 256 --val_size 128 --batch_size 64 --eval_test false").strip()
-    result = run_study(Path(args.out), args.minutes, args.repeats, args.epochs, args.flags, args.max_trials)
+    if args.existing:
+        out = Path(args.existing)
+        if not (out / "curves.csv").is_file():
+            p.error(f"{out / 'curves.csv'} does not exist: --from takes the --out directory of a study")
+        curves = pd.read_csv(out / "curves.csv")
+        old = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
+        settings = {k: old.get(k, getattr(args, k)) for k in ("minutes", "epochs", "flags")}
+        settings["repeats"] = int(curves["repeat"].nunique())
+        args.out = str(out)
+        result = write_summary(out, curves, settings, args.target)
+    else:
+        result = run_study(Path(args.out), args.minutes, args.repeats, args.epochs, args.flags, args.max_trials,
+                           args.target)
+    key = f"minutes_to_{args.target:g}"
     for name, s in result["strategies"].items():
+        reached = ", ".join("never" if m is None else f"{m:.1f}" for m in s[key])
         print(f"{name:>15}: best {s['mean_best']:.4f} (repeats {', '.join(f'{b:.4f}' for b in s['best_at_budget'])})"
-              f", trials {s['trials']}")
+              f", trials {s['trials']}, minutes to {args.target:g}: {reached}")
     print(f"-> {Path(args.out) / 'efficiency.png'}")
     return 0
 

@@ -8,7 +8,8 @@ import sys
 import pandas as pd
 import pytest
 
-from experiments.search_efficiency import best_so_far
+from experiments import search_efficiency
+from experiments.search_efficiency import best_so_far, summarize
 from tests import tiny_data
 from tests.nni_helpers import REPO, experiment_env, nnictl_path
 
@@ -19,6 +20,38 @@ def test_best_so_far_is_a_running_maximum_in_end_order():
     curve = best_so_far(table)
     assert curve["best"].tolist() == [0.7, 0.7, 0.7]            # the unfinished trial is left out
     assert curve["minutes"].tolist() == [1.0, 2.0, 3.0] and curve["trial"].tolist() == [1, 2, 3]
+
+
+def _curves():
+    # two strategies, two repeats each; "b" reaches 0.9 only in its second repeat
+    return pd.DataFrame({"strategy": ["a", "a", "a", "b", "b", "b"], "repeat": [0, 0, 1, 0, 1, 1],
+                         "minutes": [1.0, 2.5, 3.0, 2.0, 1.0, 4.0], "trial": [1, 2, 1, 1, 1, 2],
+                         "best": [0.85, 0.91, 0.93, 0.80, 0.88, 0.95]})
+
+
+def test_summary_gives_best_trials_and_minutes_to_target_per_repeat():
+    summary = summarize(_curves(), 0.9)
+    assert summary["a"]["best_at_budget"] == [0.91, 0.93] and summary["a"]["trials"] == [2, 1]
+    assert summary["a"]["minutes_to_0.9"] == [2.5, 3.0]
+    assert summary["b"]["minutes_to_0.9"] == [None, 4.0]
+    assert summary["b"]["mean_best"] == pytest.approx((0.80 + 0.95) / 2)
+
+
+def test_from_summarizes_a_finished_study_again_without_running_anything(tmp_path, capsys):
+    _curves().to_csv(tmp_path / "curves.csv", index=False)
+    (tmp_path / "summary.json").write_text(json.dumps({"minutes": 5, "epochs": 3, "flags": "--x 1"}))
+    assert search_efficiency.main(["--from", str(tmp_path), "--target", "0.92"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["minutes"] == 5 and summary["flags"] == "--x 1" and summary["repeats"] == 2
+    assert summary["target"] == 0.92 and summary["strategies"]["a"]["minutes_to_0.92"] == [None, 3.0]
+    assert "minutes to 0.92: never, 3.0" in capsys.readouterr().out
+    assert (tmp_path / "efficiency.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_from_a_directory_without_curves_says_what_it_needs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        search_efficiency.main(["--from", str(tmp_path)])
+    assert stop.value.code == 2 and "--from takes the --out directory of a study" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(900)
@@ -34,7 +67,7 @@ def test_smoke_study_runs_every_strategy(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["strategies"]) == {"random", "tpe_medianstop", "hyperband"}
     for s in summary["strategies"].values():
-        assert s["trials"][0] >= 1 and 0 <= s["mean_best"] <= 1
+        assert s["trials"][0] >= 1 and 0 <= s["mean_best"] <= 1 and len(s["minutes_to_0.9"]) == 1
     trials = pd.read_csv(out / "trials.csv")
     assert set(trials["strategy"]) == {"random", "tpe_medianstop", "hyperband"}
     assert (out / "efficiency.png").read_bytes()[:4] == b"\x89PNG"

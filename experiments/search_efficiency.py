@@ -25,12 +25,17 @@ import pandas as pd
 from .local_run import REPO
 
 SPACE = "search_spaces/fmnist.json"
+MEDIANSTOP = {"name": "Medianstop", "class_args": {"optimize_mode": "maximize", "start_step": 1}}
 STRATEGIES = {
     "random": {"tuner": {"name": "Random"}},
     "tpe_medianstop": {"tuner": {"code_directory": str(REPO / "experiments"), "class_name": "tpe_fix.FixedTPE",
                                  "class_args": {"optimize_mode": "maximize"}},
-                       "assessor": {"name": "Medianstop", "class_args": {"optimize_mode": "maximize",
-                                                                         "start_step": 1}}},
+                       "assessor": MEDIANSTOP},
+    # NNI's TPE draws its first 20 parameter sets at random (tpe_args.n_startup_jobs), more trials than a short CPU
+    # search runs: this one models the results after 6
+    "tpe6_medianstop": {"tuner": {"code_directory": str(REPO / "experiments"), "class_name": "tpe_fix.FixedTPE",
+                                  "class_args": {"optimize_mode": "maximize", "tpe_args": {"n_startup_jobs": 6}}},
+                        "assessor": MEDIANSTOP},
     # the budget is the epochs: R = the epochs the other strategies give every trial, eta = 3
     "hyperband": {"tuner": {"code_directory": str(REPO / "experiments"), "class_name": "hyperband_fix.FixedHyperband",
                             "class_args": {"optimize_mode": "maximize", "R": None, "eta": 3}}},
@@ -48,13 +53,14 @@ def best_so_far(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_study(out: Path, minutes: float, repeats: int, epochs: int, flags: str, max_trials: int,
-              target: float = 0.9) -> dict:
+              target: float = 0.9, strategies: list[str] | None = None) -> dict:
     from . import local_run
     space = json.loads((REPO / SPACE).read_text())
     out.mkdir(parents=True, exist_ok=True)
     rows, curves = [], []
     for repeat in range(repeats):
-        for name, spec in STRATEGIES.items():
+        for name in strategies or list(STRATEGIES):
+            spec = STRATEGIES[name]
             tuner = json.loads(json.dumps(spec["tuner"]))
             command = f"python -m trial --dataset fmnist --threads 1 {flags}"
             if name == "hyperband":
@@ -112,8 +118,36 @@ def summarize(curves: pd.DataFrame, target: float) -> dict:
 def write_summary(out: Path, curves: pd.DataFrame, result: dict, target: float) -> dict:
     result = {**result, "target": target, "strategies": summarize(curves, target)}
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(curves, result["minutes"], out / "efficiency.png", target)
+    plot(curves, result.get("minutes") or float(curves["minutes"].max()), out / "efficiency.png", target)
     return result
+
+
+def merge(studies: list[str], out: Path, target: float) -> dict:
+    """Summarize (again) the curves of studies already run, merged into `out`: they must share their budget, epochs
+    and trial flags, or their curves would not compare."""
+    curves, trials, settings = [], [], None
+    for d in map(Path, studies):
+        if not (d / "curves.csv").is_file():
+            raise ValueError(f"{d / 'curves.csv'} does not exist: --from takes the --out directory of a study")
+        old = json.loads((d / "summary.json").read_text()) if (d / "summary.json").is_file() else {}
+        mine = {k: old.get(k) for k in ("minutes", "epochs", "flags")}
+        if settings is not None and mine != settings:
+            raise ValueError(f"{d} ran with {mine}, {studies[0]} with {settings}: only studies with the same "
+                             f"minutes, epochs and flags compare")
+        settings = mine
+        curves.append(pd.read_csv(d / "curves.csv"))
+        if (d / "trials.csv").is_file():
+            trials.append(pd.read_csv(d / "trials.csv"))
+    curves = pd.concat(curves, ignore_index=True)
+    if curves.duplicated(["strategy", "repeat", "trial"]).any():
+        raise ValueError("the studies ran the same strategy and repeat more than once: merge studies of different "
+                         "strategies or repeats")
+    out.mkdir(parents=True, exist_ok=True)
+    curves.to_csv(out / "curves.csv", index=False)
+    if trials:
+        pd.concat(trials, ignore_index=True).to_csv(out / "trials.csv", index=False)
+    settings = {k: v for k, v in settings.items() if v is not None}
+    return write_summary(out, curves, {**settings, "repeats": int(curves["repeat"].nunique())}, target)
 
 
 def plot(curves: pd.DataFrame, minutes: float, path: Path, target: float | None = None) -> Path:
@@ -160,25 +194,24 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/efficiency")
     p.add_argument("--target", type=float, default=0.9,
                    help="validation accuracy whose time to reach the summary reports (default 0.9)")
-    p.add_argument("--from", dest="existing", metavar="DIR",
-                   help="summarize and plot the curves.csv of a study already run in DIR (again), running nothing")
+    p.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), help="run only these (default: all)")
+    p.add_argument("--from", dest="existing", metavar="DIR", nargs="+",
+                   help="summarize and plot the curves.csv of studies already run (their --out directories), running "
+                        "nothing; several are merged into --out")
     args = p.parse_args(argv)
     if args.smoke:
         args.minutes, args.repeats, args.epochs, args.max_trials = 3, 1, 3, 4
         args.flags = (args.flags + " --train_subset 256 --val_size 128 --batch_size 64 --eval_test false").strip()
     if args.existing:
-        out = Path(args.existing)
-        if not (out / "curves.csv").is_file():
-            p.error(f"{out / 'curves.csv'} does not exist: --from takes the --out directory of a study")
-        curves = pd.read_csv(out / "curves.csv")
-        old = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
-        settings = {k: old.get(k, getattr(args, k)) for k in ("minutes", "epochs", "flags")}
-        settings["repeats"] = int(curves["repeat"].nunique())
-        args.out = str(out)
-        result = write_summary(out, curves, settings, args.target)
+        if len(args.existing) == 1 and args.out == p.get_default("out"):
+            args.out = args.existing[0]
+        try:
+            result = merge(args.existing, Path(args.out), args.target)
+        except ValueError as err:
+            p.error(str(err))
     else:
         result = run_study(Path(args.out), args.minutes, args.repeats, args.epochs, args.flags, args.max_trials,
-                           args.target)
+                           args.target, args.strategies)
     key = f"minutes_to_{args.target:g}"
     for name, s in result["strategies"].items():
         reached = ", ".join("never" if m is None else f"{m:.1f}" for m in s[key])

@@ -48,6 +48,26 @@ def test_from_summarizes_a_finished_study_again_without_running_anything(tmp_pat
     assert (tmp_path / "efficiency.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_from_several_studies_merges_them_into_out(tmp_path, capsys):
+    curves = _curves()
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        curves[curves["strategy"] == name].to_csv(tmp_path / name / "curves.csv", index=False)
+        (tmp_path / name / "summary.json").write_text(json.dumps({"minutes": 5, "epochs": 3, "flags": ""}))
+    out = tmp_path / "both"
+    assert search_efficiency.main(["--from", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["strategies"]) == {"a", "b"} and summary["strategies"]["b"]["minutes_to_0.9"] == [None, 4.0]
+    assert len(pd.read_csv(out / "curves.csv")) == len(curves)
+    # a study run with other settings does not compare, and merging one with itself would count its runs twice
+    (tmp_path / "b" / "summary.json").write_text(json.dumps({"minutes": 10, "epochs": 3, "flags": ""}))
+    for dirs, says in (([tmp_path / "a", tmp_path / "b"], "only studies with the same minutes, epochs and flags"),
+                       ([tmp_path / "a", tmp_path / "a"], "the same strategy and repeat more than once")):
+        with pytest.raises(SystemExit):
+            search_efficiency.main(["--from", *map(str, dirs), "--out", str(out)])
+        assert says in capsys.readouterr().err
+
+
 def test_from_a_directory_without_curves_says_what_it_needs(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         search_efficiency.main(["--from", str(tmp_path)])
@@ -65,9 +85,9 @@ def test_smoke_study_runs_every_strategy(tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=880)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["strategies"]) == {"random", "tpe_medianstop", "hyperband"}
+    assert set(summary["strategies"]) == set(search_efficiency.STRATEGIES)
     for s in summary["strategies"].values():
         assert s["trials"][0] >= 1 and 0 <= s["mean_best"] <= 1 and len(s["minutes_to_0.9"]) == 1
     trials = pd.read_csv(out / "trials.csv")
-    assert set(trials["strategy"]) == {"random", "tpe_medianstop", "hyperband"}
+    assert set(trials["strategy"]) == set(search_efficiency.STRATEGIES)
     assert (out / "efficiency.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,15 +1,18 @@
-"""Which search strategy finds a good Fashion-MNIST model fastest: NNI's Random, TPE with Medianstop, and Hyperband,
-on the same search space and the same wall-clock budget, over several repeats.
+"""Which search strategy finds a good Fashion-MNIST model fastest: NNI's Random, TPE with Medianstop (NNI's default
+warm-up of 20 random draws, and a warm-up of 6), and Hyperband, on the same search space and the same wall-clock
+budget, over several repeats.
 
     python -m experiments.search_efficiency --minutes 20 --repeats 3 --out runs/efficiency
     python -m experiments.search_efficiency --smoke --out /tmp/eff      # tiny data budget, for CI
     python -m experiments.search_efficiency --from runs/efficiency --target 0.91   # summarize a finished study again
 
 Each run is a real local experiment (two concurrent trials, one torch thread each). It writes every trial
-(trials.csv) and best validation accuracy so far against wall-clock and against trial number per strategy (curves.csv,
-both after every run, so a study stopped part-way keeps what it finished), the curves as efficiency.png (mean over
-repeats, with the range), and summary.json with each strategy's best accuracy at the budget, finished trials, and
-the minutes it took to first reach the --target validation accuracy, per repeat.
+(trials.csv, after every run, so a study stopped part-way keeps what it finished); the best final validation accuracy
+so far against wall-clock and against the number of trials ended (those the assessor stopped early count: they cost
+time; those the budget cut do not) per strategy and repeat (curves.csv); the curves as efficiency.png (mean over
+repeats once every repeat has a result, with the range); and summary.json with, per strategy and repeat, the best
+accuracy at the budget, the trials ended and those with a final result, and the minutes it took to first reach the
+--target validation accuracy.
 """
 from __future__ import annotations
 
@@ -43,13 +46,27 @@ STRATEGIES = {
 
 
 def best_so_far(table: pd.DataFrame) -> pd.DataFrame:
-    """Per finished trial in end order: minutes since the experiment's first start, trial number, best so far."""
-    if "final_default" not in table:
-        return pd.DataFrame({"minutes": [], "trial": [], "best": []})
-    done = table.dropna(subset=["final_default", "end_ms"]).sort_values("end_ms")
-    t0 = table["start_ms"].min()
-    return pd.DataFrame({"minutes": (done["end_ms"] - t0) / 60000, "trial": np.arange(1, len(done) + 1),
-                         "best": done["final_default"].cummax().to_numpy()})
+    """One experiment's trials that ended within the budget, in end order: minutes since the experiment's first start,
+    trial number, the trial's own final result (none for one the assessor stopped), the best final result so far."""
+    ended = table.dropna(subset=["end_ms"]) if "end_ms" in table else table.iloc[:0]
+    if "status" in ended:   # trials cut by the budget did not end on their own
+        ended = ended[ended["status"] != "STOPPED_WITH_EXPERIMENT"]
+    ended = ended.sort_values("end_ms")
+    final = ended["final_default"] if "final_default" in ended else pd.Series(np.nan, index=ended.index)
+    return pd.DataFrame({"minutes": (ended["end_ms"] - table["start_ms"].min()).to_numpy() / 60000,
+                         "trial": np.arange(1, len(ended) + 1), "final": final.to_numpy(dtype=float),
+                         "best": final.cummax().ffill().to_numpy(dtype=float)})
+
+
+def curves_of(trials: pd.DataFrame) -> pd.DataFrame:
+    """best_so_far for every strategy and repeat of a study's trials.csv."""
+    curves = []
+    for (name, repeat), table in trials.groupby(["strategy", "repeat"]):
+        curve = best_so_far(table)
+        curve.insert(0, "strategy", name)
+        curve.insert(1, "repeat", repeat)
+        curves.append(curve)
+    return pd.concat(curves, ignore_index=True)
 
 
 def run_study(out: Path, minutes: float, repeats: int, epochs: int, flags: str, max_trials: int,
@@ -57,7 +74,7 @@ def run_study(out: Path, minutes: float, repeats: int, epochs: int, flags: str, 
     from . import local_run
     space = json.loads((REPO / SPACE).read_text())
     out.mkdir(parents=True, exist_ok=True)
-    rows, curves = [], []
+    rows = []
     for repeat in range(repeats):
         for name in strategies or list(STRATEGIES):
             spec = STRATEGIES[name]
@@ -83,17 +100,13 @@ def run_study(out: Path, minutes: float, repeats: int, epochs: int, flags: str, 
             table.insert(1, "repeat", repeat)
             table.insert(2, "experiment_id", exp_id)
             rows.append(table)
-            curve = best_so_far(table)
-            curve.insert(0, "strategy", name)
-            curve.insert(1, "repeat", repeat)
-            curves.append(curve)
-            print(f"[efficiency] {name} repeat {repeat}: {len(table)} trials, best "
-                  f"{curve['best'].max() if len(curve) else float('nan'):.4f} in {wall / 60:.1f} min", file=sys.stderr)
+            best = best_so_far(table)["best"].max()
+            print(f"[efficiency] {name} repeat {repeat}: {len(table)} trials, best {best:.4f} in {wall / 60:.1f} min",
+                  file=sys.stderr)
             # written after every run, so a study stopped part-way keeps what it finished
             pd.concat(rows, ignore_index=True).to_csv(out / "trials.csv", index=False)
-            pd.concat(curves, ignore_index=True).to_csv(out / "curves.csv", index=False)
     result = {"minutes": minutes, "repeats": repeats, "epochs": epochs, "flags": flags}
-    return write_summary(out, pd.concat(curves, ignore_index=True), result, target)
+    return write_summary(out, curves_of(pd.concat(rows, ignore_index=True)), result, target)
 
 
 def minutes_to(curve: pd.DataFrame, target: float) -> float | None:
@@ -103,12 +116,14 @@ def minutes_to(curve: pd.DataFrame, target: float) -> float | None:
 
 
 def summarize(curves: pd.DataFrame, target: float) -> dict:
-    """Per strategy: best at the budget, finished trials and minutes to `target`, one entry per repeat."""
+    """Per strategy, one entry per repeat: best final result at the budget, trials that ended (those the assessor
+    stopped included), trials with a final result, and minutes to first reach `target`."""
     summary = {}
     for name, c in curves.groupby("strategy"):
         repeats = [g.sort_values("minutes") for _, g in c.groupby("repeat")]
         s = {"best_at_budget": [float(g["best"].max()) for g in repeats],
              "trials": [int(g["trial"].max()) for g in repeats],
+             "with_result": [int(g["final"].notna().sum()) for g in repeats],
              f"minutes_to_{target:g}": [minutes_to(g, target) for g in repeats]}
         s["mean_best"] = float(np.mean(s["best_at_budget"]))
         summary[name] = s
@@ -117,37 +132,35 @@ def summarize(curves: pd.DataFrame, target: float) -> dict:
 
 def write_summary(out: Path, curves: pd.DataFrame, result: dict, target: float) -> dict:
     result = {**result, "target": target, "strategies": summarize(curves, target)}
+    curves.to_csv(out / "curves.csv", index=False)
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(curves, result.get("minutes") or float(curves["minutes"].max()), out / "efficiency.png", target)
     return result
 
 
 def merge(studies: list[str], out: Path, target: float) -> dict:
-    """Summarize (again) the curves of studies already run, merged into `out`: they must share their budget, epochs
+    """Summarize (again) the trials of studies already run, merged into `out`: they must share their budget, epochs
     and trial flags, or their curves would not compare."""
-    curves, trials, settings = [], [], None
+    trials, settings = [], None
     for d in map(Path, studies):
-        if not (d / "curves.csv").is_file():
-            raise ValueError(f"{d / 'curves.csv'} does not exist: --from takes the --out directory of a study")
+        if not (d / "trials.csv").is_file():
+            raise ValueError(f"{d / 'trials.csv'} does not exist: --from takes the --out directory of a study")
         old = json.loads((d / "summary.json").read_text()) if (d / "summary.json").is_file() else {}
         mine = {k: old.get(k) for k in ("minutes", "epochs", "flags")}
         if settings is not None and mine != settings:
             raise ValueError(f"{d} ran with {mine}, {studies[0]} with {settings}: only studies with the same "
                              f"minutes, epochs and flags compare")
         settings = mine
-        curves.append(pd.read_csv(d / "curves.csv"))
-        if (d / "trials.csv").is_file():
-            trials.append(pd.read_csv(d / "trials.csv"))
-    curves = pd.concat(curves, ignore_index=True)
-    if curves.duplicated(["strategy", "repeat", "trial"]).any():
+        trials.append(pd.read_csv(d / "trials.csv"))
+    trials = pd.concat(trials, ignore_index=True)
+    key = ["strategy", "repeat", "trial_id"] if "trial_id" in trials else ["strategy", "repeat", "start_ms"]
+    if trials.duplicated(key).any():
         raise ValueError("the studies ran the same strategy and repeat more than once: merge studies of different "
                          "strategies or repeats")
     out.mkdir(parents=True, exist_ok=True)
-    curves.to_csv(out / "curves.csv", index=False)
-    if trials:
-        pd.concat(trials, ignore_index=True).to_csv(out / "trials.csv", index=False)
+    trials.to_csv(out / "trials.csv", index=False)
     settings = {k: v for k, v in settings.items() if v is not None}
-    return write_summary(out, curves, {**settings, "repeats": int(curves["repeat"].nunique())}, target)
+    return write_summary(out, curves_of(trials), {**settings, "repeats": int(trials["repeat"].nunique())}, target)
 
 
 def plot(curves: pd.DataFrame, minutes: float, path: Path, target: float | None = None) -> Path:
@@ -167,16 +180,17 @@ def plot(curves: pd.DataFrame, minutes: float, path: Path, target: float | None 
             with warnings.catch_warnings():   # grid points before any repeat's first result are all NaN
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean, low, high = np.nanmean(runs, axis=0), np.nanmin(runs, axis=0), np.nanmax(runs, axis=0)
+            mean[~np.isfinite(runs).all(axis=0)] = np.nan   # a mean over the repeats that have a result would dip
             ax.plot(grid, mean, color=f"C{i}", label=name)
             ax.fill_between(grid, low, high, color=f"C{i}", alpha=0.15)
     axes[0].set_xlabel("wall-clock minutes")
-    axes[1].set_xlabel("finished trials")
+    axes[1].set_xlabel("trials ended (stopped early included)")
     for ax in axes:
         if target is not None:
             ax.axhline(target, color="grey", linestyle=":", linewidth=1)
         ax.set_ylabel("best validation accuracy so far")
         ax.legend(loc="lower right")
-    fig.suptitle("Search efficiency on Fashion-MNIST (mean over repeats; band: range)")
+    fig.suptitle("Search efficiency on Fashion-MNIST (mean over repeats once all have a result; band: range)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -196,7 +210,7 @@ def main(argv=None) -> int:
                    help="validation accuracy whose time to reach the summary reports (default 0.9)")
     p.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), help="run only these (default: all)")
     p.add_argument("--from", dest="existing", metavar="DIR", nargs="+",
-                   help="summarize and plot the curves.csv of studies already run (their --out directories), running "
+                   help="summarize and plot the trials.csv of studies already run (their --out directories), running "
                         "nothing; several are merged into --out")
     args = p.parse_args(argv)
     if args.smoke:
@@ -216,7 +230,7 @@ def main(argv=None) -> int:
     for name, s in result["strategies"].items():
         reached = ", ".join("never" if m is None else f"{m:.1f}" for m in s[key])
         print(f"{name:>15}: best {s['mean_best']:.4f} (repeats {', '.join(f'{b:.4f}' for b in s['best_at_budget'])})"
-              f", trials {s['trials']}, minutes to {args.target:g}: {reached}")
+              f", trials ended {s['trials']} (with a result {s['with_result']}), minutes to {args.target:g}: {reached}")
     print(f"-> {Path(args.out) / 'efficiency.png'}")
     return 0
 

@@ -66,7 +66,7 @@ def is_hyperband(config: dict) -> bool:
 
 def test_there_are_configs_for_every_dataset_and_study():
     expected = {f"{ds}{suffix}.yml" for ds in ("mnist", "fmnist", "cifar10") for suffix in ("", "_baseline")}
-    expected |= {"mnist_hyperband.yml", "mnist_random.yml", "mnist_grid.yml"}
+    expected |= {"mnist_hyperband.yml", "mnist_random.yml", "mnist_grid.yml", "fmnist_hyperband.yml"}
     assert expected <= set(NAMES)
 
 

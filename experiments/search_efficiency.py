@@ -29,16 +29,20 @@ from .local_run import REPO
 
 SPACE = "search_spaces/fmnist.json"
 MEDIANSTOP = {"name": "Medianstop", "class_args": {"optimize_mode": "maximize", "start_step": 1}}
+
+
+def fixed_tpe(**tpe_args) -> dict:
+    """experiments/tpe_fix.FixedTPE as a customized tuner, maximizing, with NNI's `tpe_args` where given."""
+    class_args = {"optimize_mode": "maximize", **({"tpe_args": tpe_args} if tpe_args else {})}
+    return {"code_directory": str(REPO / "experiments"), "class_name": "tpe_fix.FixedTPE", "class_args": class_args}
+
+
 STRATEGIES = {
     "random": {"tuner": {"name": "Random"}},
-    "tpe_medianstop": {"tuner": {"code_directory": str(REPO / "experiments"), "class_name": "tpe_fix.FixedTPE",
-                                 "class_args": {"optimize_mode": "maximize"}},
-                       "assessor": MEDIANSTOP},
+    "tpe_medianstop": {"tuner": fixed_tpe(), "assessor": MEDIANSTOP},
     # NNI's TPE draws its first 20 parameter sets at random (tpe_args.n_startup_jobs), more trials than a short CPU
     # search runs: this one models the results after 6
-    "tpe6_medianstop": {"tuner": {"code_directory": str(REPO / "experiments"), "class_name": "tpe_fix.FixedTPE",
-                                  "class_args": {"optimize_mode": "maximize", "tpe_args": {"n_startup_jobs": 6}}},
-                        "assessor": MEDIANSTOP},
+    "tpe6_medianstop": {"tuner": fixed_tpe(n_startup_jobs=6), "assessor": MEDIANSTOP},
     # the budget is the epochs: R = the epochs the other strategies give every trial, eta = 3
     "hyperband": {"tuner": {"code_directory": str(REPO / "experiments"), "class_name": "hyperband_fix.FixedHyperband",
                             "class_args": {"optimize_mode": "maximize", "R": None, "eta": 3}}},

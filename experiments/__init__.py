@@ -1,0 +1,13 @@
+"""Everything around the trial harness (trial/): launching NNI experiments, turning them into results, the NNI 3.0
+tuners we fix, and studies of the tool itself.
+
+    results/   export (NNI's trials to a table), retrain (winners and baselines over seeds), evaluate (test metrics,
+               model export), plots, report (one command from an experiment to a report), predict (exported models)
+    launch/    secure (nnictl with the dashboard on 127.0.0.1 only, via the loopback.js and ssh_guard.js preloads),
+               local (an experiment run to its end from Python), remote (SSH workers), workers (check, prepare)
+    tuners/    FixedTPE and FixedHyperband (NNI configs load them from here), their specs and bracket arithmetic
+    studies/   benchmark (speed and memory side by side), search_efficiency (which strategy finds a model fastest)
+
+`python -m experiments.report`, `experiments.secure` and `experiments.benchmark` are short names for the modules of
+the same name in results/, launch/ and studies/.
+"""

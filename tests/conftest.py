@@ -12,6 +12,16 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CNNSEARCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+SLOW_KINDS = ("nni", "ssh", "netns", "browser")
+
+
+def pytest_collection_modifyitems(items):
+    """A test of a slow kind is in the slow tier: `-m "not slow"` leaves out every one of them."""
+    for item in items:
+        if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def isolated_env(tmp_path, monkeypatch):
     """A private cache and no downloads: tests never touch ~/.cache or the network."""

@@ -25,7 +25,7 @@ from typing import Callable
 
 import yaml
 
-from experiments import secure
+from experiments.launch import secure
 
 REPO = Path(__file__).resolve().parent.parent
 FINISHED = {"SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"}

@@ -171,7 +171,7 @@ def tiny_remote_config(tmp_path: Path, data: Path, workers: list[tuple[str, int,
 
     import yaml
 
-    from experiments import launch
+    from experiments.launch import remote as launch
     repo = Path(__file__).resolve().parent.parent
     spec = {"manager_ip": "127.0.0.1", "data_dir": str(data), "workers": [
         {"host": h, "port": port, "user": getpass.getuser(), "key_file": str(key), "python": sys.executable}

@@ -48,7 +48,7 @@ def test_quick_benchmark_writes_every_key(tmp_path):
 
 @pytest.mark.timeout(600)
 def test_compiled_harness_is_timed_beside_the_others(tmp_path, monkeypatch):
-    from experiments import benchmark
+    from experiments.studies import benchmark
     root = tiny_data.write_all(tmp_path / "data")
     monkeypatch.setenv("CNNSEARCH_DATA", str(root))
     monkeypatch.setenv("CNNSEARCH_CACHE", str(tmp_path / "cache"))

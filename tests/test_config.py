@@ -11,6 +11,7 @@ import pytest
 import trial.__main__ as entry
 from trial import config
 from trial.config import ConfigError, resolve
+from trial.train import TrainResult
 
 
 def run_main(monkeypatch, tmp_path, argv):
@@ -19,8 +20,8 @@ def run_main(monkeypatch, tmp_path, argv):
 
     def fake_train(cfg, **kwargs):
         seen["cfg"] = cfg
-        return {"default": 0.5, "best_val_accuracy": 0.5, "best_epoch": 1, "epochs_run": 1, "params": 10,
-                "train_seconds": 0.1, "device": "cpu", "diverged": False}
+        return TrainResult(None, {"default": 0.5, "best_val_accuracy": 0.5, "best_epoch": 1, "epochs_run": 1,
+                                  "params": 10, "train_seconds": 0.1, "device": "cpu", "diverged": False}, [], cfg)
     monkeypatch.setattr(entry, "train", fake_train)
     monkeypatch.delenv("NNI_PLATFORM", raising=False)
     assert entry.main([*argv, "--output-dir", str(tmp_path / "out")]) == 0
@@ -98,9 +99,9 @@ def test_bad_values_name_the_key(params, key):
         resolve(params)
 
 
-@pytest.mark.parametrize("field,table", [("activation", config.ACTIVATIONS), ("optimizer", config.OPTIMIZERS),
-                                         ("dataset", config.DATASETS)])
-def test_unknown_choice_lists_valid_values(field, table):
+@pytest.mark.parametrize("field", sorted(config.CHOICES))
+def test_unknown_choice_lists_valid_values(field):
+    table = config.CHOICES[field]
     with pytest.raises(ConfigError) as info:
         resolve({field: "nonesuch"})
     assert all(name in str(info.value) for name in table)

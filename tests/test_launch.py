@@ -8,7 +8,7 @@ import pytest
 import yaml
 from nni.experiment.config import ExperimentConfig
 
-from experiments import launch
+from experiments.launch import remote as launch
 from tests.nni_helpers import REPO
 
 

@@ -212,7 +212,7 @@ def test_hyperband_config_loads_the_fixed_advisor():
 
     config = canonical(REPO / "nni_configs" / "mnist_hyperband.yml")
     tuner = config["tuner"]
-    assert Path(tuner["codeDirectory"]) == REPO / "experiments"
+    assert Path(tuner["codeDirectory"]) == REPO / "experiments" / "tuners"
     assert issubclass(load_custom(tuner), Hyperband)
     HyperbandClassArgsValidator().validate_class_args(**tuner["classArgs"])
     assert tuner["classArgs"]["optimize_mode"] == "maximize"
@@ -238,7 +238,7 @@ def test_fixed_tpe_accepts_a_result_after_a_mispaired_trial_end():
     with id 0, then the trial that ran 0 reports. The built-in TPE raises KeyError (and its dispatcher dies)."""
     from nni.algorithms.hpo.tpe_tuner import TpeTuner
 
-    from experiments.tpe_fix import FixedTPE
+    from experiments.tuners.fixed_tpe import FixedTPE
 
     def replay(tuner):
         tuner.update_search_space(SMALL_SPACE)
@@ -259,7 +259,7 @@ def test_fixed_tpe_accepts_a_result_after_a_mispaired_trial_end():
 
 def test_fixed_hyperband_compares_string_ids():
     """The fix itself, on the methods NNI calls (no dispatcher needed)."""
-    from experiments.hyperband_fix import FixedHyperband, serial_number
+    from experiments.tuners.fixed_hyperband import FixedHyperband, serial_number
 
     assert serial_number("0-1_0_5") == 5 and serial_number(7) == 7 and serial_number("-1_0_0") == 0
     assert serial_number(None) is None and serial_number("custom") is None
@@ -279,7 +279,7 @@ def test_fixed_hyperband_counts_a_trial_end_under_the_id_the_trial_ran(monkeypat
     import nni
     from nni.runtime import msg_dispatcher_base
 
-    from experiments.hyperband_fix import FixedHyperband
+    from experiments.tuners.fixed_hyperband import FixedHyperband
 
     monkeypatch.setattr(msg_dispatcher_base, "dispatcher_env_vars",   # no websocket: NNI's unit-test address
                         msg_dispatcher_base.dispatcher_env_vars._replace(NNI_TUNER_COMMAND_CHANNEL="ws://_unittest_"))
@@ -323,7 +323,7 @@ def test_kubernetes_example_validates_with_nni(path):
     assert raw(path)["trainingService"]["reuseMode"] is True
     assert Path(config["trialCodeDirectory"]) == REPO, "the code NNI uploads to the storage is the repository"
     assert Path(config["searchSpaceFile"]).is_file()
-    assert Path(config["tuner"]["codeDirectory"]) == REPO / "experiments"
+    assert Path(config["tuner"]["codeDirectory"]) == REPO / "experiments" / "tuners"
     assert config["nniManagerIp"], "pods must be told where the manager is"
     assert "trialGpuNumber" not in raw(path)    # GPUs come from the pod's resources, as in the local configs
     assert ts["storage"]["storageType"] in ("nfs", "azureStorage")

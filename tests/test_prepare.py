@@ -74,7 +74,7 @@ def worker(tmp_path_factory):
 def run_prepare(tmp_path, data_dir, entries, *args):
     path = tmp_path / "workers.yml"
     path.write_text(yaml.safe_dump({"data_dir": str(data_dir), "workers": list(entries)}))
-    done = subprocess.run([sys.executable, "-m", "experiments.workers", "prepare", str(path), "--known-hosts",
+    done = subprocess.run([sys.executable, "-m", "experiments.launch.workers", "prepare", str(path), "--known-hosts",
                            str(tmp_path / "known_hosts"), *args], capture_output=True, text=True, timeout=300,
                           cwd=REPO)
     return done.returncode, done.stdout.strip().splitlines(), done.stderr

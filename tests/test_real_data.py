@@ -37,7 +37,7 @@ def test_short_run_beats_chance(shared_data, one_thread, dataset):
                   {"dataset": dataset, "train_subset": subset, "val_size": 2000, "epochs": epochs, "batch_size": 64,
                    "eval_test": False, "device": "cpu", "seed": 0})
     epochs_seen = []
-    final = train(cfg, report=epochs_seen.append, data_dir=str(shared_data))
+    final = train(cfg, report=epochs_seen.append, data_dir=str(shared_data)).metrics
     assert final["epochs_run"] == epochs == len(epochs_seen) and not final["diverged"]
     assert final["best_val_accuracy"] > floor, final
     assert "test_accuracy" not in final      # the test split stays untouched while tuning

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import export
+from experiments.results import export
 from tests import sshd, tiny_data
 from tests.nni_helpers import (FINISHED, experiment_env, nnictl_path, running_experiment, wait_until,
                                write_config)

@@ -12,12 +12,13 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments import export, report
-from experiments.evaluate import classification_metrics, export_model, load_checkpoint, predict_proba
-from experiments.retrain import retrain
+from experiments.results import export, report
+from experiments.results.evaluate import classification_metrics, export_model, load_checkpoint, predict_proba
+from experiments.results.retrain import retrain
 from tests import tiny_data
 from tests.nni_helpers import REPO, config_from, experiment_env, nnictl_path, running_experiment, write_config
 from trial import data as data_mod
+from trial.config import resolve
 
 EPOCHS = 2
 SPACE = {"filters": {"_type": "choice", "_value": [8, 16]}, "dense_units": {"_type": "choice", "_value": [16, 32]},
@@ -166,7 +167,7 @@ def test_report_writes_every_file(tiny_env, tmp_path):
 def test_exported_model_predicts_alone_in_a_fresh_process(tmp_path, tiny_root):
     run = retrain({"dataset": "fmnist", "filters": 8, "dense_units": 16, "val_size": 128}, [0], tmp_path / "r",
                   protocol="early_stop", epochs=1, progress=False)[0]
-    model_dir = export_model(Path(run["dir"]) / "best.pt", tmp_path / "model")
+    model_dir = export_model(run["model"], resolve(run["config"]), tmp_path / "model")
     from PIL import Image
     raw = data_mod.load("fmnist").test_x[:5]
     paths = []
@@ -175,7 +176,7 @@ def test_exported_model_predicts_alone_in_a_fresh_process(tmp_path, tiny_root):
         Image.fromarray(img[0].numpy()).save(paths[-1])
     script = f"""
 import json, runpy, sys
-predict = runpy.run_path({str(REPO / 'experiments' / 'predict.py')!r})
+predict = runpy.run_path({str(REPO / 'experiments' / 'results' / 'predict.py')!r})
 model, meta = predict['load']({str(model_dir)!r})
 x = predict['read_images']({[str(p) for p in paths]!r}, meta['input_shape'])
 proba = model(x).tolist()
@@ -186,10 +187,11 @@ print(json.dumps(proba))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     proba = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
-    model, cfg = load_checkpoint(Path(run["dir"]) / "best.pt")
+    model, cfg = load_checkpoint(Path(run["dir"]) / "best.pt")   # the checkpoint on disk holds the same weights
     expected = predict_proba(model, data_mod.normalise(raw, data_mod.INFO["fmnist"], torch.device("cpu")))
     assert np.allclose(proba, expected, atol=1e-4)
-    cli = subprocess.run([sys.executable, str(REPO / "experiments" / "predict.py"), str(model_dir), str(paths[0])],
+    cli = subprocess.run([sys.executable, str(REPO / "experiments" / "results" / "predict.py"), str(model_dir),
+                          str(paths[0])],
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.split("\t")[1] == data_mod.INFO["fmnist"].classes[int(expected[0].argmax())]
@@ -240,7 +242,7 @@ def test_figures_take_parameters_that_only_some_trials_have(tmp_path):
         "param_activation": ["relu", None, "gelu", "relu", None, "gelu"],
         "param_learning_rate": [1e-3, 2e-3, 3e-4, 1e-2, 5e-3, 1e-3],
         "final_default": [0.9, 0.8, 0.85, 0.7, 0.95, None]})
-    from experiments import plots
+    from experiments.results import plots
     paths = [plots.accuracy_vs_params(trials, tmp_path / "a.png"),
              plots.parallel_coordinates(trials, tmp_path / "p.png"),
              plots.importance(trials, tmp_path / "i.png")[0]]

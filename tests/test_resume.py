@@ -19,12 +19,12 @@ def curve(path):
 
 def test_resumed_run_equals_a_fresh_run_of_the_larger_budget(tiny_root, tmp_path):
     state = tmp_path / "state.pt"
-    short = train(resolve(TINY, {"epochs": 2}), resume_from=state)
+    short = train(resolve(TINY, {"epochs": 2}), resume_from=state).metrics
     assert short["resumed_from_epoch"] == 0 and torch.load(state, weights_only=False)["epoch"] == 2
     reported = []
     longer = train(resolve(TINY, {"epochs": 4}), report=reported.append, resume_from=state,
-                   output_dir=tmp_path / "resumed")
-    fresh = train(resolve(TINY, {"epochs": 4}), output_dir=tmp_path / "fresh")
+                   output_dir=tmp_path / "resumed").metrics
+    fresh = train(resolve(TINY, {"epochs": 4}), output_dir=tmp_path / "fresh").metrics
     assert longer["resumed_from_epoch"] == 2 and longer["epochs_run"] == 4
     # same RNG stream, same optimiser and plateau state: the continuation is exactly the 4-epoch run
     assert curve(tmp_path / "resumed" / "metrics.jsonl") == curve(tmp_path / "fresh" / "metrics.jsonl")
@@ -36,7 +36,7 @@ def test_resumed_run_equals_a_fresh_run_of_the_larger_budget(tiny_root, tmp_path
 def test_a_corrupt_state_is_a_fresh_start_with_a_warning(tiny_root, tmp_path, capsys):
     state = tmp_path / "state.pt"
     state.write_bytes(b"not a checkpoint")
-    result = train(resolve(TINY, {"epochs": 1}), resume_from=state)
+    result = train(resolve(TINY, {"epochs": 1}), resume_from=state).metrics
     assert result["resumed_from_epoch"] == 0 and result["epochs_run"] == 1
     assert "ignoring" in capsys.readouterr().err
     assert torch.load(state, weights_only=False)["epoch"] == 1   # replaced by a good state
@@ -45,10 +45,10 @@ def test_a_corrupt_state_is_a_fresh_start_with_a_warning(tiny_root, tmp_path, ca
 def test_another_config_or_a_larger_saved_budget_does_not_resume(tiny_root, tmp_path, capsys):
     state = tmp_path / "state.pt"
     train(resolve(TINY, {"epochs": 2}), resume_from=state)
-    other = train(resolve(TINY, {"epochs": 3, "seed": 1}), resume_from=state)   # same file, other key
+    other = train(resolve(TINY, {"epochs": 3, "seed": 1}), resume_from=state).metrics   # same file, other key
     assert other["resumed_from_epoch"] == 0 and "another configuration" in capsys.readouterr().err
     train(resolve(TINY, {"epochs": 3}), resume_from=tmp_path / "b.pt")
-    smaller = train(resolve(TINY, {"epochs": 2}), resume_from=tmp_path / "b.pt")
+    smaller = train(resolve(TINY, {"epochs": 2}), resume_from=tmp_path / "b.pt").metrics
     assert smaller["resumed_from_epoch"] == 0 and "more than this run's" in capsys.readouterr().err
 
 

@@ -8,8 +8,8 @@ import sys
 import pandas as pd
 import pytest
 
-from experiments import search_efficiency
-from experiments.search_efficiency import best_so_far, summarize
+from experiments.studies import search_efficiency
+from experiments.studies.search_efficiency import best_so_far, summarize
 from tests import tiny_data
 from tests.nni_helpers import REPO, experiment_env, nnictl_path
 
@@ -95,7 +95,7 @@ def test_smoke_study_runs_every_strategy(tmp_path):
     root = tiny_data.write_all(tmp_path / "data")
     env = experiment_env(tmp_path, root, OMP_NUM_THREADS="1")
     out = tmp_path / "eff"
-    done = subprocess.run([sys.executable, "-m", "experiments.search_efficiency", "--smoke", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "experiments.studies.search_efficiency", "--smoke", "--out", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=880)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())

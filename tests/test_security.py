@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments import launch, secure
+from experiments.launch import remote as launch
+from experiments.launch import secure
 from tests import sshd, tiny_data
 from tests.nni_helpers import (REPO, config_from, experiment_env, nnictl_path, running_experiment, wait_until,
                                write_config)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import secure
+from experiments.launch import secure
 
 nni_node = pytest.importorskip("nni_node")
 NODE_DIR = Path(nni_node.__path__[0])

@@ -18,7 +18,8 @@ from trial import data
 from trial.config import load_params_file, resolve
 from trial.model import build_model
 from trial.search_space import sample_file
-from trial.train import evaluate, loss_fn
+from trial.optim import LOSSES
+from trial.train import evaluate
 
 OUTPUTS = ("config.json", "metrics.jsonl", "final.json", "best.pt", "trial.json")
 
@@ -93,7 +94,7 @@ def test_debug_run_end_to_end(tiny_root, tmp_path, args):
 
     # the checkpoint is the weights that scored best_val_accuracy, on the same validation images
     d = data.prepare(cfg.dataset, cfg.val_size, cfg.split_seed, torch.device("cpu"), cfg.train_subset, with_test=False)
-    accuracy = evaluate(model, d.val_x, d.val_y, loss_fn(cfg), amp=False)["accuracy"]
+    accuracy = evaluate(model, d.val_x, d.val_y, LOSSES[cfg.loss](cfg), amp=False)["accuracy"]
     assert abs(accuracy - final["best_val_accuracy"]) <= 1.5 / cfg.val_size
 
 
@@ -149,7 +150,7 @@ def test_compiled_training_saves_plain_weights(tiny_root, tmp_path):
     from trial.train import train
     cfg = resolve({"dataset": "fmnist", "compile": True, "epochs": 1, "val_size": 128, "batch_size": 64,
                    "filters": 8, "dense_units": 16, "threads": 1})
-    final = train(cfg, output_dir=tmp_path / "out")
+    final = train(cfg, output_dir=tmp_path / "out").metrics
     assert final["epochs_run"] == 1 and 0 <= final["best_val_accuracy"] <= 1
     ckpt = torch.load(tmp_path / "out" / "best.pt", weights_only=True)
     assert not any(k.startswith("_orig_mod") for k in ckpt["state_dict"])

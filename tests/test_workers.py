@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from experiments import workers
+from experiments.launch import workers
 from tests import sshd, tiny_data
 
 pytestmark = pytest.mark.skipif(sshd.available() is not None, reason=str(sshd.available()))
@@ -27,7 +27,7 @@ def worker(tmp_path_factory):
 def run_check(tmp_path, data_dir, *entries):
     path = tmp_path / "workers.yml"
     path.write_text(yaml.safe_dump({"data_dir": str(data_dir), "workers": list(entries)}))
-    done = subprocess.run([sys.executable, "-m", "experiments.workers", "check", str(path), "--known-hosts",
+    done = subprocess.run([sys.executable, "-m", "experiments.launch.workers", "check", str(path), "--known-hosts",
                            str(tmp_path / "known_hosts")], capture_output=True, text=True, timeout=300)
     return done.returncode, done.stdout.strip().splitlines()
 

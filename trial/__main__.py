@@ -5,7 +5,7 @@ Parameters merge as defaults < --params FILE < NNI's sampled parameters (or --sa
 shows a progress bar and prints a summary, and never imports nni.
 
     python -m trial --dataset fmnist --smoke                          # one tiny epoch, end to end
-    python -m trial --params baselines/fmnist_deep.json --epochs 3    # a baseline, 3 epochs
+    python -m trial --params baselines/deep_cnn.json --epochs 3       # a baseline, 3 epochs
     python -m trial --sample search_spaces/fmnist.json --sample-seed 7
 """
 from __future__ import annotations
@@ -18,13 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-from .config import FIELDS, ConfigError, flatten_params, load_params_file, params_digest, resolve
+from .config import FIELDS, SMOKE, ConfigError, flatten_params, load_params_file, params_digest, resolve
 from .data import DatasetError
 from .resume import resume_path
 from .search_space import SearchSpaceError, sample_file
 from .train import train
-
-SMOKE = {"train_subset": 512, "val_size": 256, "epochs": 1}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -98,8 +96,8 @@ def main(argv=None) -> int:
     try:
         final = train(cfg, report=reporter.intermediate if reporter else None, output_dir=out,
                       data_dir=args.data_dir, progress=not under_nni,
-                      resume_from=resume_path(cfg, args.resume_dir) if resumable else None)
-    except (DatasetError, RuntimeError) as err:
+                      resume_from=resume_path(cfg, args.resume_dir) if resumable else None).metrics
+    except (DatasetError, ConfigError) as err:   # anything else is a bug: its traceback goes to the trial's log
         print(f"error: trial failed: {err}", file=sys.stderr)
         return 1
     # the trial's own record of what it trained with travels with its result (NNI 3.0 can mis-pair its record)

@@ -2,7 +2,10 @@
 
 28x28 sets: a random affine per image (shift, rotation, zoom) through one `affine_grid` + `grid_sample`.
 CIFAR-10: a random crop from the reflect-padded image (as one gather) and a random horizontal flip.
-Images arrive normalised, so the fill for pixels shifted in is the normalised background (pixel 0), not 0.
+Images arrive normalised, so the fill for pixels shifted in is the normalised background (the dataset table's
+`background` pixel, through trial.data.background_fill), not 0. Which kind a dataset gets is its table entry's
+`augmentation`. The magnitudes below are the usual ones for these datasets (shift/rotate/zoom as in Keras' MNIST
+examples; pad-4 crop and flip as in He et al. 2016, "Deep Residual Learning", for CIFAR-10).
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .data import DatasetInfo, background_fill
+
 SHIFT_PX = 2.0        # max translation, pixels (28x28 sets)
 ROTATE_DEG = 10.0     # max rotation, degrees
 ZOOM = 0.10           # scale drawn from [1 - ZOOM, 1 + ZOOM]
@@ -18,7 +23,8 @@ CROP_PAD = 4          # CIFAR-10 reflect padding before the random crop, pixels
 
 
 def affine(x: torch.Tensor, fill: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random shift, rotation and zoom per image of x [N, C, H, W]; fill [C] is the value of the background."""
+    """Random shift (pixels), rotation (degrees) and zoom per image of x, float [N, C, H, W] -> the same shape and
+    dtype; fill, float [C], is the (normalised) value of the background that pixels moved in from outside take."""
     n, _, h, w = x.shape
     rand = torch.rand(n, 4, device=x.device, generator=generator) * 2 - 1
     angle = rand[:, 0] * math.radians(ROTATE_DEG)
@@ -32,7 +38,8 @@ def affine(x: torch.Tensor, fill: torch.Tensor, generator: torch.Generator | Non
 
 
 def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop of the reflect-padded image and a random horizontal flip, per image of x [N, C, H, W]."""
+    """Random crop of the image reflect-padded by CROP_PAD pixels and a random horizontal flip, per image of x, float
+    [N, C, H, W] -> the same shape and dtype (channels_last in memory)."""
     n, _, h, w = x.shape
     padded = F.pad(x, (CROP_PAD,) * 4, mode="reflect")
     offsets = torch.randint(0, 2 * CROP_PAD + 1, (n, 2), device=x.device, generator=generator)
@@ -45,5 +52,12 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torc
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
-def augment(x: torch.Tensor, dataset: str, fill: torch.Tensor) -> torch.Tensor:
-    return crop_flip(x) if dataset == "cifar10" else affine(x, fill)
+AUGMENTATIONS = {
+    "affine": lambda x, ds: affine(x, background_fill(ds, x.device)),
+    "crop_flip": lambda x, ds: crop_flip(x),
+}
+
+
+def augment(x: torch.Tensor, ds: DatasetInfo) -> torch.Tensor:
+    """A batch x, normalised float [N, C, H, W] on any device, augmented as dataset `ds` says; same shape and dtype."""
+    return AUGMENTATIONS[ds.augmentation](x, ds)

@@ -5,6 +5,9 @@ flags. Every source goes through `resolve`, which rejects unknown keys and wrong
 key and what it accepts. NNI's nested choices are flattened here too: under a config key the `_name` is that key's value
 (`"optimizer": {"_name": "sgd", "learning_rate": 0.05}`), under any other key it only labels the branch.
 
+The accepted names of datasets, activations, pools, heads, optimizers, schedules and losses are the keys of the
+name -> builder tables of trial/data.py, model.py and optim.py: one source each.
+
     >>> resolve({"dataset": "fmnist", "filters": 64}).filters
     64
 """
@@ -17,15 +20,14 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-DATASETS = ("mnist", "fmnist", "cifar10")
-ACTIVATIONS = ("relu", "leaky_relu", "prelu", "gelu", "silu", "elu", "tanh", "sigmoid")
-POOLS = ("max", "avg")
-HEADS = ("flatten", "gap")
-OPTIMIZERS = ("adam", "adamw", "sgd")
-LOSSES = ("cross_entropy", "mse")
-SCHEDULES = ("plateau", "cosine", "onecycle", "constant")
+from .data import INFO
+from .model import ACTIVATIONS, HEADS, POOLS
+from .optim import LOSSES, OPTIMIZERS, SCHEDULES
+
 KEEP = ("best", "last")
 MAX_BLOCKS = 6
+# A tiny run for CI and a first try: `python -m trial --smoke`, `experiments.report --smoke`.
+SMOKE = {"train_subset": 512, "val_size": 256, "epochs": 1}
 
 
 class ConfigError(ValueError):
@@ -35,7 +37,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class TrialConfig:
     # data
-    dataset: str = "fmnist"           # one of DATASETS
+    dataset: str = "fmnist"           # a key of trial.data.INFO
     val_size: int = 5000              # images carved from the training split for validation (seeded by split_seed)
     split_seed: int = 0               # fixed across seeds so every run is validated on the same images
     train_subset: int = 0             # train on only this many images (0 = all); for smoke runs and tests
@@ -58,22 +60,22 @@ class TrialConfig:
     kernel_6: int = 0
     convs_per_block: int = 1          # 2 makes VGG-style blocks (conv-conv-pool)
     batch_norm: bool = False
-    activation: str = "relu"          # one of ACTIVATIONS
-    pool: str = "max"                 # one of POOLS
+    activation: str = "relu"          # a key of trial.model.ACTIVATIONS
+    pool: str = "max"                 # a key of trial.model.POOLS
     conv_dropout: float = 0.0         # dropout after each conv block
-    head: str = "flatten"             # flatten the last map, or global average pool ("gap")
+    head: str = "flatten"             # a key of trial.model.HEADS: flatten the last map, or global average pool
     dense_units: int = 128            # hidden units before the output layer (0 = none)
     dropout: float = 0.5              # dropout before the output layer
     # optimisation
-    optimizer: str = "adam"           # one of OPTIMIZERS
+    optimizer: str = "adam"           # a key of trial.optim.OPTIMIZERS
     learning_rate: float = 1e-3       # peak learning rate
     momentum: float = 0.9             # sgd only
     weight_decay: float = 0.0
     batch_size: int = 128
     epochs: int = 10                  # the budget; NNI's Hyperband sets it through TRIAL_BUDGET
-    loss: str = "cross_entropy"       # or "mse" on one-hot targets (softmax outputs)
+    loss: str = "cross_entropy"       # a key of trial.optim.LOSSES ("mse": on one-hot targets, softmax outputs)
     label_smoothing: float = 0.0      # cross_entropy only
-    lr_schedule: str = "plateau"      # one of SCHEDULES
+    lr_schedule: str = "plateau"      # a key of trial.optim.SCHEDULES
     lr_patience: int = 2              # plateau: epochs without improvement before the lr is cut
     lr_factor: float = 0.5            # plateau: the cut
     patience: int = 0                 # early stopping: epochs without improvement (0 = off); best weights restored
@@ -100,8 +102,8 @@ class TrialConfig:
         return params_digest(self.to_dict())
 
 
-_CHOICES = {"dataset": DATASETS, "activation": ACTIVATIONS, "pool": POOLS, "head": HEADS,
-            "optimizer": OPTIMIZERS, "loss": LOSSES, "lr_schedule": SCHEDULES, "keep": KEEP}
+CHOICES = {"dataset": INFO, "activation": ACTIVATIONS, "pool": POOLS, "head": HEADS, "optimizer": OPTIMIZERS,
+           "loss": LOSSES, "lr_schedule": SCHEDULES, "keep": KEEP}
 # (low, high) inclusive bounds; None = unbounded on that side.
 _RANGES = {"val_size": (1, None), "train_subset": (0, None), "conv_layers": (1, MAX_BLOCKS),
            "filters": (1, 4096), "kernel": (1, 11), "convs_per_block": (1, 4), "conv_dropout": (0.0, 0.95),
@@ -177,8 +179,8 @@ def _coerce(key: str, value: Any) -> Any:
 
 
 def _check(key: str, value: Any) -> None:
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise ConfigError(f"parameter {key!r} has value {value!r}; valid values: {', '.join(_CHOICES[key])}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"parameter {key!r} has value {value!r}; valid values: {', '.join(CHOICES[key])}")
     if key in _RANGES:
         low, high = _RANGES[key]
         if (low is not None and value < low) or (high is not None and value > high):
@@ -204,7 +206,9 @@ def normalize(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def resolve(*layers: Mapping[str, Any] | None) -> TrialConfig:
-    """Merge parameter layers (later wins) over the defaults into a checked TrialConfig."""
+    """Merge parameter layers (later wins) over the defaults into a checked TrialConfig. Raises ConfigError (one line
+    naming the key and what it accepts) for an unknown key, a wrong type, a value out of range or an inconsistent
+    combination."""
     merged: dict[str, Any] = {}
     for layer in layers:
         if layer:
@@ -231,7 +235,8 @@ def params_digest(params: Mapping[str, Any]) -> str:
 
 
 def load_params_file(path: str) -> dict[str, Any]:
-    """Read a params file (JSON, or YAML by extension); a baseline is one of these."""
+    """Read a params file (JSON, or YAML by extension; a baseline is one of these) into a dict. Raises OSError for an
+    unreadable file, ConfigError for one that is not a mapping of parameters."""
     with open(path) as fh:
         text = fh.read()
     if path.endswith((".yml", ".yaml")):

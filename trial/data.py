@@ -16,6 +16,7 @@ paths, sizes and times; a file lock makes concurrent trials decode once and then
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import lzma
@@ -25,32 +26,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
+
+from . import REPO
 
 CACHE_VERSION = 1
-REPO = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    folder: str                   # torchvision's folder name under the data directory
-    shape: tuple[int, int, int]   # C, H, W
-    mean: tuple[float, ...]       # per channel, on pixels scaled to [0, 1]
-    std: tuple[float, ...]
-    classes: tuple[str, ...]
-
-
-INFO = {
-    "mnist": DatasetInfo("mnist", "MNIST", (1, 28, 28), (0.1307,), (0.3081,), tuple(str(i) for i in range(10))),
-    "fmnist": DatasetInfo("fmnist", "FashionMNIST", (1, 28, 28), (0.2860,), (0.3530,),
-                          ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                           "Ankle boot")),
-    "cifar10": DatasetInfo("cifar10", "CIFAR10", (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                           ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
-}
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 CIFAR_BIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
 CIFAR_PY = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
@@ -71,6 +55,7 @@ class Splits:
 
 
 def info(name: str) -> DatasetInfo:
+    """The table entry of dataset `name`; raises DatasetError naming the valid datasets for an unknown one."""
     if name not in INFO:
         raise DatasetError(f"unknown dataset {name!r}; valid datasets: {', '.join(INFO)}")
     return INFO[name]
@@ -218,37 +203,66 @@ def _cifar_py_splits(folder: Path, sources: list[Path]) -> Splits:
     return Splits(*(torch.from_numpy(a.copy()) for a in (tx, ty, parts[5][0], parts[5][1])))
 
 
-# (subfolder relative to the data dir, files that must all exist, reader); first complete layout wins
-LAYOUTS = {
-    "mnist": [("MNIST/raw", IDX_FILES, _idx_splits), ("MNIST", ("train.csv",), _csv_splits),
-              ("MNIST", ("mnist_train.csv",), _csv_splits)],
-    "fmnist": [("FashionMNIST/raw", IDX_FILES, _idx_splits)],
-    "cifar10": [("CIFAR10/cifar-10-batches-bin", CIFAR_BIN, _cifar_bin_splits),
-                ("CIFAR10/cifar-10-batches-py", CIFAR_PY, _cifar_py_splits),
-                ("cifar-10-batches-bin", CIFAR_BIN, _cifar_bin_splits),
-                ("cifar-10-batches-py", CIFAR_PY, _cifar_py_splits)],
+# ---------------------------------------------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class Layout:
+    """Files of one on-disk layout: `files` (each plain, .gz or .xz) in `folder` under a data directory, decoded by
+    `reader(folder, sources) -> Splits`."""
+    folder: str
+    files: tuple[str, ...]
+    reader: Callable[[Path, list], Splits]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Everything the harness knows about a dataset; config, data, augmentation, workers and the benchmark read it."""
+    name: str
+    folder: str                   # torchvision's folder name under the data directory
+    shape: tuple[int, int, int]   # C, H, W of one image
+    mean: tuple[float, ...]       # per channel, of pixels scaled to [0, 1] (the usual published values)
+    std: tuple[float, ...]
+    classes: tuple[str, ...]      # class names by label
+    layouts: tuple[Layout, ...]   # the file layouts read, first complete one wins
+    augmentation: str             # the kind trial/augment.py applies: "affine" (28x28 sets) or "crop_flip"
+    background: int               # raw pixel value of the background: what pixels shifted into the image take
+    download_folder: str          # where torchvision's downloader is pointed, under the data directory
+
+
+_CIFAR_LAYOUTS = tuple(Layout(prefix + sub, files, reader) for prefix in ("CIFAR10/", "")
+                       for sub, files, reader in (("cifar-10-batches-bin", CIFAR_BIN, _cifar_bin_splits),
+                                                  ("cifar-10-batches-py", CIFAR_PY, _cifar_py_splits)))
+INFO = {
+    "mnist": DatasetInfo("mnist", "MNIST", (1, 28, 28), (0.1307,), (0.3081,), tuple(str(i) for i in range(10)),
+                         (Layout("MNIST/raw", IDX_FILES, _idx_splits), Layout("MNIST", ("train.csv",), _csv_splits),
+                          Layout("MNIST", ("mnist_train.csv",), _csv_splits)), "affine", 0, ""),
+    "fmnist": DatasetInfo("fmnist", "FashionMNIST", (1, 28, 28), (0.2860,), (0.3530,),
+                          ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                           "Ankle boot"), (Layout("FashionMNIST/raw", IDX_FILES, _idx_splits),), "affine", 0, ""),
+    "cifar10": DatasetInfo("cifar10", "CIFAR10", (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                           ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+                           _CIFAR_LAYOUTS, "crop_flip", 0, "CIFAR10"),
 }
 
 
 def _locate(name: str, dirs: list[Path]):
     for root in dirs:
-        for sub, files, reader in LAYOUTS[name]:
-            folder = root / sub
-            if folder.is_dir() and all(_find(folder, f) for f in files):
-                return folder, files, reader
+        for layout in INFO[name].layouts:
+            folder = root / layout.folder
+            if folder.is_dir() and all(_find(folder, f) for f in layout.files):
+                return folder, layout.files, layout.reader
     return None
 
 
 def _missing_message(name: str, dirs: list[Path], why: str) -> str:
-    layouts = "; ".join(f"<dir>/{sub}/{{{','.join(files)}}}[.gz|.xz]" for sub, files, _ in LAYOUTS[name])
+    layouts = "; ".join(f"<dir>/{lay.folder}/{{{','.join(lay.files)}}}[.gz|.xz]" for lay in INFO[name].layouts)
     return (f"dataset {name!r} not found. Searched: {', '.join(str(d) for d in dirs)}. Expected one of: {layouts}. "
             f"{why}Fix: pass --data-dir DIR (or set CNNSEARCH_DATA=DIR) pointing at a directory with these files.")
 
 
 def _download(name: str, root: Path) -> None:
     import torchvision.datasets as tvd
-    cls = {"mnist": tvd.MNIST, "fmnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
-    target = root / "CIFAR10" if name == "cifar10" else root
+    cls = getattr(tvd, INFO[name].folder)   # torchvision's class has the folder's name: MNIST, FashionMNIST, CIFAR10
+    target = root / INFO[name].download_folder
     target.mkdir(parents=True, exist_ok=True)
     for train in (True, False):
         cls(str(target), train=train, download=True)
@@ -279,7 +293,10 @@ def available(data_dir: str | os.PathLike | None = None) -> list[str]:
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None, download: bool | None = None) -> Splits:
-    """The dataset as uint8 tensors, from the cache when it is there, decoding the files (once, locked) when not."""
+    """The dataset as uint8 images [N, C, H, W] and int64 labels [N] (train and test), from the cache when it is
+    there, decoding the files (once, under a file lock) when not; downloads with torchvision where allowed. Raises
+    DatasetError for an unknown name, missing files (naming where it looked and the layouts it reads) or corrupt
+    files."""
     info(name)
     dirs = candidate_dirs(data_dir)
     found = _locate(name, dirs)
@@ -351,20 +368,52 @@ class DeviceData:
 
 
 def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) indices into a training split of n images: int64 [n - val_size] and [val_size], drawn with
+    `seed` (the same for every training seed, so every run validates on the same images). Raises DatasetError when
+    val_size leaves no training image."""
     if val_size >= n:
         raise DatasetError(f"val_size {val_size} leaves no training images out of {n}; lower val_size")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return order[val_size:], order[:val_size]
 
 
-def normalise(x: torch.Tensor, ds: DatasetInfo, device: torch.device, dtype=torch.float32) -> torch.Tensor:
-    mean = torch.tensor(ds.mean, device=device).view(1, -1, 1, 1) * 255
-    std = torch.tensor(ds.std, device=device).view(1, -1, 1, 1) * 255
-    return ((x.to(device, non_blocking=True).float() - mean) / std).to(dtype)
+class Normalize(nn.Module):
+    """Raw pixel values (any dtype, 0..255, [N, C, H, W]) -> float32 model input (x - mean) / std per channel, with
+    the dataset table's mean and std. The one place the normalisation is defined: training data, the background fill
+    of augmentation and exported models all go through it."""
+
+    def __init__(self, ds: DatasetInfo):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(ds.mean).view(1, -1, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(ds.std).view(1, -1, 1, 1) * 255)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+
+def normalise(x: torch.Tensor, ds: DatasetInfo, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 images [N, C, H, W] -> normalised float32 images on `device`."""
+    return Normalize(ds).to(device)(x.to(device, non_blocking=True))
+
+
+def denormalise(x: torch.Tensor, ds: DatasetInfo) -> torch.Tensor:
+    """The inverse of `normalise`: normalised float images [N, C, H, W] -> uint8 pixels on the CPU (for figures)."""
+    norm = Normalize(ds).to(x.device)
+    return (x.float() * norm.std + norm.mean).round().clamp(0, 255).to(torch.uint8).cpu()
+
+
+@functools.lru_cache(maxsize=None)
+def background_fill(ds: DatasetInfo, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The normalised value of the dataset's background pixel, float32 [C]: what augmentation fills with (computed
+    once per dataset and device)."""
+    return normalise(torch.full((1, ds.shape[0], 1, 1), ds.background), ds, device).flatten()
 
 
 def prepare(name: str, val_size: int, split_seed: int, device: torch.device, train_subset: int = 0,
             data_dir=None, download=None, with_test: bool = True) -> DeviceData:
+    """The dataset on `device`, normalised: train (`train_subset` images when not 0) and validation carved from the
+    training split with `split_seed`, test apart (empty when `with_test` is False). Raises DatasetError for missing
+    or corrupt files and for a val_size that leaves no training image."""
     s = load(name, data_dir, download)
     ds = INFO[name]
     train_idx, val_idx = split_indices(len(s.train_x), val_size, split_seed)

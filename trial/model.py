@@ -6,9 +6,12 @@ ones (the config checks first, these dicts are the single source of what exists)
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
-from .config import TrialConfig
+if TYPE_CHECKING:
+    from .config import TrialConfig
 
 ACTIVATIONS = {
     "relu": lambda c: nn.ReLU(inplace=True),
@@ -21,17 +24,18 @@ ACTIVATIONS = {
     "sigmoid": lambda c: nn.Sigmoid(),
 }
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
-
-
-def _lookup(table: dict, kind: str, name: str):
-    if name not in table:
-        raise ValueError(f"unknown {kind} {name!r}; valid: {', '.join(table)}")
-    return table[name]
+# (channels, side of the last map) -> (layers that turn the map into a vector, its length)
+HEADS = {
+    "flatten": lambda c, size: ([nn.Flatten()], c * size * size),
+    "gap": lambda c, size: ([nn.AdaptiveAvgPool2d(1), nn.Flatten()], c),   # global average pooling
+}
 
 
 def build_model(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int = 10) -> nn.Sequential:
-    act = _lookup(ACTIVATIONS, "activation", cfg.activation)
-    pool = _lookup(POOLS, "pool", cfg.pool)
+    """The CNN `cfg` describes for images of `shape` (C, H, W): it maps normalised float images [N, C, H, W] to
+    logits [N, num_classes] (float32, or bfloat16 under autocast). Names come from ACTIVATIONS, POOLS and HEADS;
+    trial.config.resolve has checked them (a KeyError here means a config that did not go through it)."""
+    act, pool = ACTIVATIONS[cfg.activation], POOLS[cfg.pool]
     channels, size = shape[0], shape[1]
     layers: list[nn.Module] = []
     for width, k in zip(cfg.channels(), cfg.kernels()):
@@ -46,12 +50,8 @@ def build_model(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int 
             size //= 2
         if cfg.conv_dropout:
             layers.append(nn.Dropout2d(cfg.conv_dropout))
-    if cfg.head == "gap":
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        features = channels
-    else:
-        layers.append(nn.Flatten())
-        features = channels * size * size
+    head, features = HEADS[cfg.head](channels, size)
+    layers += head
     if cfg.dense_units:
         layers += [nn.Linear(features, cfg.dense_units), act(cfg.dense_units)]
         features = cfg.dense_units
@@ -62,4 +62,5 @@ def build_model(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int 
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not)."""
     return sum(p.numel() for p in model.parameters())

@@ -11,47 +11,73 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .config import TrialConfig, params_digest
 from .data import cache_dir
+from .optim import Schedule
 
 # Keys that change how long or where a run trains, not what it learns.
 RUN_ONLY = ("epochs", "threads", "device", "eval_test")
 
 
+@dataclass
+class RunState:
+    """What the training loop carries from epoch to epoch, and what a resumed run gets back: the per-epoch metrics,
+    the best validation accuracy, its epoch and weights, and the epochs since it improved."""
+    history: list[dict] = field(default_factory=list)
+    best_acc: float = -1.0
+    best_state: dict | None = None
+    best_epoch: int = 0
+    stale: int = 0
+
+
 def resume_key(cfg: TrialConfig) -> str:
+    """The identity of a run, budget aside: a 12-hex-digit hash of the config without RUN_ONLY keys."""
     return params_digest({k: v for k, v in cfg.to_dict().items() if k not in RUN_ONLY})
 
 
 def resume_path(cfg: TrialConfig, directory: str | os.PathLike | None = None) -> Path:
+    """The state file of `cfg`'s run in `directory` (default $CNNSEARCH_RESUME_DIR or <cache>/resume/<experiment>)."""
     base = Path(directory or os.environ.get("CNNSEARCH_RESUME_DIR")
                 or cache_dir() / "resume" / os.environ.get("NNI_EXP_ID", "standalone"))
     return base / f"{resume_key(cfg)}.pt"
 
 
-def load(path: Path, cfg: TrialConfig) -> dict | None:
-    """The saved state for this config, or None (with a warning when a file was there but unusable)."""
+def restore(path: Path, cfg: TrialConfig, model: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule,
+            steps_per_epoch: int) -> RunState:
+    """Load the state saved at `path` for this config into model, optimizer, schedule and the torch RNG, and return
+    the loop's state; a fresh RunState (with a warning on stderr when a file was there but unusable) otherwise."""
     if not path.is_file():
-        return None
+        return RunState()
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if state.get("key") != resume_key(cfg):
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        if saved.get("key") != resume_key(cfg):
             raise ValueError("it belongs to another configuration")
     except Exception as err:   # a half-written or damaged file must not cost the trial
         print(f"[resume] ignoring {path} ({err}); starting from epoch 0", file=sys.stderr)
-        return None
-    if state["epoch"] > cfg.epochs:
-        print(f"[resume] {path} has {state['epoch']} epochs, more than this run's {cfg.epochs}; starting from epoch 0",
+        return RunState()
+    if saved["epoch"] > cfg.epochs:
+        print(f"[resume] {path} has {saved['epoch']} epochs, more than this run's {cfg.epochs}; starting from epoch 0",
               file=sys.stderr)
-        return None
-    return state
+        return RunState()
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    schedule.restore(saved["scheduler"], saved["epoch"] * steps_per_epoch)
+    torch.set_rng_state(saved["rng"])
+    return RunState(**saved["state"])
 
 
-def save(path: Path, state: dict) -> None:
+def save(path: Path, cfg: TrialConfig, epoch: int, model: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule,
+         state: RunState) -> None:
+    """Write the run's state after `epoch` atomically (temporary file, then rename): a reader sees the old state or
+    the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)   # atomic: a reader sees the old state or the new one, never half of one
+    torch.save({"key": resume_key(cfg), "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": schedule.state_dict(), "rng": torch.get_rng_state(), "state": vars(state)}, tmp)
+    os.replace(tmp, path)

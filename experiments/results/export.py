@@ -6,7 +6,7 @@ parameters the trial actually received; `final.json`: its final metrics, test ac
 table are the trial's own; where NNI's record for that trial disagrees (NNI 3.0 can mis-pair them under concurrency),
 `nni_params_mismatch` is true. Failed, early-stopped and cancelled trials are kept, with their status.
 
-    python -m experiments.export EXPERIMENT_ID [--root ~/nni-experiments] [--out trials.csv]
+    python -m experiments.results.export EXPERIMENT_ID [--root ~/nni-experiments] [--out trials.csv]
 """
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ import pandas as pd
 from trial.config import flatten_params, params_digest
 
 DEFAULT_ROOT = Path.home() / "nni-experiments"
+# NNI 3.0's trial statuses once a trial has ended, and those of trials stopped before their end
 END_STATES = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
+STOPPED_STATES = ("USER_CANCELED", "EARLY_STOPPED", "SYS_CANCELED")
 STOPPED_WITH_EXPERIMENT = "STOPPED_WITH_EXPERIMENT"   # ours: running when the experiment was stopped
 
 
@@ -53,7 +55,9 @@ def _read_json(path: Path) -> dict:
 
 
 def load_experiment(exp_dir: Path) -> tuple[dict, pd.DataFrame]:
-    """(experiment profile, one row per trial)."""
+    """(experiment profile: config, id, start/end in ms; one row per trial: status, parameters (param_*), final
+    metrics (final_*), intermediate results, durations in seconds) from NNI's database in exp_dir, read-only.
+    Raises sqlite3.Error when the database is missing or unreadable."""
     db = sqlite3.connect(f"file:{exp_dir / 'db' / 'nni.sqlite'}?mode=ro", uri=True)
     try:
         profile_row = db.execute("select params, id, startTime, endTime from ExperimentProfile "

@@ -20,8 +20,8 @@ Experiment configs use it as a customized tuner (NNI 3.0 folds the old `advisor:
 relative to the YAML file, here one in nni_configs/:
 
     tuner:
-      codeDirectory: ../experiments
-      className: hyperband_fix.FixedHyperband
+      codeDirectory: ../experiments/tuners
+      className: fixed_hyperband.FixedHyperband
       classArgs: {optimize_mode: maximize, R: 9, eta: 3}
 
 Run `nnictl create --config nni_configs/mnist_hyperband.yml`. Leave `--epochs` out of the trial command: a flag

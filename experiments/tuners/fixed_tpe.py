@@ -14,8 +14,8 @@ then handled as usual. Nothing else changes (TPE's "constant liar" may miss a ru
 Experiment configs load it as a customized tuner (paths relative to the YAML, here one in nni_configs/):
 
     tuner:
-      codeDirectory: ../experiments
-      className: tpe_fix.FixedTPE
+      codeDirectory: ../experiments/tuners
+      className: fixed_tpe.FixedTPE
       classArgs: {optimize_mode: maximize}
 """
 from __future__ import annotations

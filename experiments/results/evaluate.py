@@ -1,9 +1,9 @@
-"""Evaluate a trained checkpoint on the test split, and export it for use without this project's code.
+"""Score trained models on the test split, and export them for use without this project's code.
 
 Metrics come from scikit-learn: accuracy, per-class precision/recall/F1, macro averages, the confusion matrix and
 one-vs-rest ROC AUC. The export is a `torch.export` program (`model.pt2`) that takes raw pixel values (float32, 0..255,
 [N, C, H, W]) and returns class probabilities, plus `model_state.pt` (state dict + resolved config) and `model.json`
-(class names, input shape); `experiments/predict.py` loads it with torch alone.
+(class names, input shape); `experiments/results/predict.py` loads it with torch and Pillow alone.
 """
 from __future__ import annotations
 
@@ -17,9 +17,13 @@ from torch import nn
 from trial import data as data_mod
 from trial.config import TrialConfig, resolve
 from trial.model import build_model
+from trial.train import infer
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, TrialConfig]:
+    """(model in eval mode on the CPU, its config) from a best.pt that trial.train.save_run wrote (weights only:
+    no pickled code runs). Raises OSError for a missing file, trial.config.ConfigError for a config this version
+    does not accept."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     cfg = resolve(ckpt["config"])
     model = build_model(cfg, data_mod.INFO[cfg.dataset].shape)
@@ -27,14 +31,16 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, TrialConfig]:
     return model.eval(), cfg
 
 
-@torch.no_grad()
-def predict_proba(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> np.ndarray:
-    """Class probabilities for normalised images x."""
-    model.eval()
-    return torch.cat([model(x[i:i + batch]).float().softmax(1) for i in range(0, len(x), batch)]).cpu().numpy()
+def predict_proba(model: nn.Module, x: torch.Tensor, amp: bool = False) -> np.ndarray:
+    """Class probabilities, float32 [N, classes] as numpy, for normalised images x [N, C, H, W] on the model's
+    device (trial.train.infer, then softmax)."""
+    return infer(model, x, amp).softmax(1).cpu().numpy()
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, class_names) -> dict:
+    """scikit-learn's metrics for labels y_true, int [N], and probabilities proba, float [N, K]: accuracy, macro
+    precision/recall/F1, one-vs-rest ROC AUC (NaN when a class is absent from y_true), per-class precision, recall,
+    F1 and support, and the confusion matrix (rows: true class)."""
     from sklearn.metrics import (accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score)
     y_pred = proba.argmax(1)
     labels = list(range(len(class_names)))
@@ -56,25 +62,28 @@ class RawPixels(nn.Module):
 
     def __init__(self, model: nn.Module, info: data_mod.DatasetInfo):
         super().__init__()
+        self.normalize = data_mod.Normalize(info)
         self.model = model
-        self.register_buffer("mean", torch.tensor(info.mean).view(1, -1, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(info.std).view(1, -1, 1, 1) * 255)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x.float() - self.mean) / self.std).softmax(1)
+        return self.model(self.normalize(x)).softmax(1)
 
 
-def export_model(checkpoint: str | Path, out_dir: str | Path) -> Path:
-    model, cfg = load_checkpoint(checkpoint)
+def export_model(model: nn.Module, cfg: TrialConfig, out_dir: str | Path) -> Path:
+    """Write `model` (trained with `cfg`) to out_dir as model.pt2 (a torch.export program: raw pixels float32
+    [N, C, H, W], 0..255, in; probabilities float32 [N, classes] out; any batch size), model_state.pt and model.json.
+    Returns out_dir."""
     info = data_mod.INFO[cfg.dataset]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    model = model.to("cpu").float()
     wrapped = RawPixels(model, info).eval()
     example = torch.zeros(2, *info.shape)
     program = torch.export.export(wrapped, (example,), dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
     torch.export.save(program, out / "model.pt2")
     torch.save({"config": cfg.to_dict(), "state_dict": model.state_dict()}, out / "model_state.pt")
     (out / "model.json").write_text(json.dumps({"dataset": cfg.dataset, "input_shape": list(info.shape),
-                                                "classes": list(info.classes), "input": "float32 raw pixel values 0..255, [N, C, H, W]",
+                                                "classes": list(info.classes),
+                                                "input": "float32 raw pixel values 0..255, [N, C, H, W]",
                                                 "config": cfg.to_dict()}, indent=2) + "\n")
     return out

@@ -1,8 +1,9 @@
 """Classify image files with an exported model; needs torch and Pillow only, not this project's training code.
 
-    python experiments/predict.py MODEL_DIR image.png [image2.jpg ...]
+    python experiments/results/predict.py MODEL_DIR image.png [image2.jpg ...]
 
-MODEL_DIR holds `model.pt2` and `model.json` (written by `experiments.evaluate.export_model`, or a report's `model/`).
+MODEL_DIR holds `model.pt2` and `model.json` (written by `experiments.results.evaluate.export_model`, or a report's
+`model/`).
 Images are converted to the model's channels (grayscale for MNIST/Fashion-MNIST, RGB for CIFAR-10) and resized to its
 input size. Fashion-MNIST and MNIST were trained on light objects on a black background.
 """

@@ -1,7 +1,7 @@
 """The report's figures, each a function that writes one PNG (matplotlib, no display needed).
 
-Inputs are the trial table of `experiments.export` (columns trial_id, status, start_ms, intermediate, param_*,
-final_default) and the retraining runs of `experiments.retrain`.
+Inputs are the trial table of `results.export` (columns trial_id, status, start_ms, intermediate, param_*,
+final_default) and the retraining runs of `results.retrain`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-STOPPED = ("USER_CANCELED", "EARLY_STOPPED", "SYS_CANCELED")
+from .export import STOPPED_STATES  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -52,7 +52,7 @@ def learning_curves(trials: pd.DataFrame, path: Path) -> Path:
         curve = json.loads(row["intermediate"]) if isinstance(row["intermediate"], str) else []
         if not curve:
             continue
-        stopped = row["status"] in STOPPED
+        stopped = row["status"] in STOPPED_STATES
         ax.plot(range(1, len(curve) + 1), curve, color="C3" if stopped else "C0", alpha=0.5,
                 linestyle="--" if stopped else "-", marker="x" if stopped else None, markevery=[len(curve) - 1])
     ax.plot([], [], color="C0", label="completed")

@@ -4,9 +4,10 @@ Two protocols:
   train_val   train on train + validation for a fixed number of epochs and keep the last weights (as the CIFAR-10
               study did); validation accuracy is then not a held-out number and is not used.
   early_stop  train on train, early-stop on validation, keep the best-validation weights.
-Each run writes its checkpoint and outputs under OUT/<name>/seed<k>/ and returns its test metrics (scikit-learn).
+Each run writes its checkpoint and outputs under OUT/<name>/seed<k>/ and returns the trained model with its test
+metrics (scikit-learn) and predictions, so the report needs nothing back from disk.
 
-    python -m experiments.retrain baselines/deep_cnn.json --dataset fmnist --seeds 0 1 2 --epochs 15 --out runs/base
+    python -m experiments.results.retrain baselines/deep_cnn.json --dataset fmnist --seeds 0 1 2 --epochs 15 --out runs/base
 """
 from __future__ import annotations
 
@@ -22,8 +23,7 @@ import numpy as np
 import torch
 
 from trial import data as data_mod
-from trial.__main__ import SMOKE
-from trial.config import load_params_file, resolve
+from trial.config import SMOKE, TrialConfig, load_params_file, resolve
 from trial.train import pick_device, train
 
 from .evaluate import classification_metrics, load_checkpoint, predict_proba
@@ -32,6 +32,7 @@ PROTOCOLS = ("train_val", "early_stop")
 
 
 def protocol_overrides(protocol: str, epochs: int | None, patience: int) -> dict:
+    """The config keys a protocol sets (keep, patience, epochs); ValueError for an unknown protocol."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     base = {"epochs": epochs, "eval_test": False} if epochs else {"eval_test": False}  # test is scored below
@@ -63,20 +64,22 @@ def finished_run(run_dir: Path, config: dict) -> tuple[dict, dict] | None:
 
 
 def retrain(params: dict, seeds, out_dir: str | Path, protocol: str = "train_val", epochs: int | None = None,
-            patience: int = 3, extra: dict | None = None, data_dir=None, progress: bool = True,
-            jobs: int = 1) -> list[dict]:
-    """Train `params` once per seed; returns one dict per run: config, final metrics, test metrics, predictions.
+            patience: int = 3, extra: dict | None = None, data_dir=None, progress: bool = True, jobs: int = 1,
+            data: data_mod.DeviceData | None = None) -> list[dict]:
+    """Train `params` once per seed and score each run on the test split. Returns one dict per seed: seed, protocol,
+    dir, config (resolved, dict), final (the training metrics), test (classification_metrics), proba (float32
+    [N_test, classes] numpy) and model (the trained nn.Module on the CPU, eval mode).
 
+    `data`, splits already prepared for this protocol (see protocol_data), is reused by every seed when jobs is 1.
     `jobs` seeds train at once in separate processes, each with cpu_count // jobs torch threads, so that together they
     do not oversubscribe the cores. The search's `threads` is not kept: it described a trial sharing the machine, not
-    this run."""
+    this run. Raises ConfigError for parameters the harness refuses, DatasetError for missing data."""
     jobs = max(1, min(jobs, len(seeds)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     overrides = {**protocol_overrides(protocol, epochs, patience), "threads": threads, **(extra or {})}
     tasks = [(params, overrides, seed, Path(out_dir) / f"seed{seed}", protocol, data_dir) for seed in seeds]
     if jobs == 1:
-        base = resolve(params, overrides)
-        data = _data(base, protocol, data_dir)
+        data = data if data is not None else protocol_data(resolve(params, overrides), protocol, data_dir)
         return [_run_seed(*t, progress=progress, data=data) for t in tasks]
     runs = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
@@ -89,7 +92,8 @@ def retrain(params: dict, seeds, out_dir: str | Path, protocol: str = "train_val
     return [runs[seed] for seed in seeds]
 
 
-def _data(cfg, protocol: str, data_dir) -> data_mod.DeviceData:
+def protocol_data(cfg: TrialConfig, protocol: str, data_dir=None) -> data_mod.DeviceData:
+    """The splits a protocol trains on, on cfg's device: train_val merges validation into training."""
     data = data_mod.prepare(cfg.dataset, cfg.val_size, cfg.split_seed, pick_device(cfg.device), cfg.train_subset,
                             data_dir)
     return merged_train_val(data) if protocol == "train_val" else data
@@ -103,21 +107,23 @@ def _run_seed(params: dict, overrides: dict, seed: int, run_dir: Path, protocol:
         final, metrics = done
         print(f"{run_dir}: already finished with this config, reusing it (delete the folder to retrain)",
               file=sys.stderr)
+        model = load_checkpoint(run_dir / "best.pt")[0]
+        proba = np.load(run_dir / "test_predictions.npz")["proba"]
     else:
-        data = data if data is not None else _data(cfg, protocol, data_dir)
+        data = data if data is not None else protocol_data(cfg, protocol, data_dir)
         # in parallel processes one line per epoch (progress bars of several processes would garble each other)
         report = None if progress else (lambda m: print(
             f"[retrain] {run_dir.parent.name} seed {seed}: epoch {m['epoch']}/{cfg.epochs}, loss {m['train_loss']:.4f}, "
             f"{m['epoch_seconds']:.0f}s", file=sys.stderr, flush=True))
-        final = train(cfg, report, data=data, output_dir=run_dir, progress=progress)
-        model, _ = load_checkpoint(run_dir / "best.pt")
-        proba = predict_proba(model.to(pick_device(cfg.device)), data.test_x)
+        result = train(cfg, report, data=data, output_dir=run_dir, progress=progress)
+        final, model = result.metrics, result.model
+        proba = predict_proba(model, data.test_x)   # float32, as the exported model runs
         y = data.test_y.cpu().numpy()
         metrics = classification_metrics(y, proba, data.info.classes)
         np.savez_compressed(run_dir / "test_predictions.npz", proba=proba, y=y)
         (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return {"seed": seed, "protocol": protocol, "dir": str(run_dir), "config": cfg.to_dict(), "final": final,
-            "test": metrics}
+            "test": metrics, "proba": proba, "model": model.cpu().eval()}
 
 
 def main(argv=None) -> int:

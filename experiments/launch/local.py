@@ -1,7 +1,7 @@
 """Run a real local NNI experiment to its end from Python (nni.experiment.Experiment) and read its trials back.
 
 Used by the benchmark and the search-efficiency study. The experiment's folders go to `workdir`; it is always
-stopped by its own handle. Its dashboard and REST API listen on 127.0.0.1 only (experiments/secure.py).
+stopped by its own handle. Its dashboard and REST API listen on 127.0.0.1 only (launch/secure.py).
 """
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import secure
-from .export import load_experiment
+from trial import REPO
 
-REPO = Path(__file__).resolve().parent.parent
-ENDED = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
+from ..results.export import END_STATES, load_experiment
+from . import secure
 
 
 def free_port() -> int:
@@ -27,7 +26,7 @@ def free_port() -> int:
 
 
 class ExperimentError(RuntimeError):
-    pass
+    """NNI reported the experiment itself failed (e.g. its tuner did not start); the message carries NNI's errors."""
 
 
 def _get(port: int, path: str):
@@ -44,7 +43,10 @@ def run(name: str, trial_command: str, search_space: dict, tuner: dict, workdir:
         concurrency: int = 2, duration_s: float | None = None, assessor: dict | None = None
         ) -> tuple[str, float, pd.DataFrame]:
     """Start, wait until `max_trials` trials ended or `duration_s` passed (running trials are then stopped with the
-    experiment), stop; returns (experiment id, wall seconds, the trial table of experiments.export)."""
+    experiment), stop; returns (experiment id, wall seconds, the trial table of results.export). `tuner` and
+    `assessor` are NNI algorithm specs ({"name": ...} or {"code_directory", "class_name", "class_args"}; see
+    experiments.tuners). Raises ExperimentError when NNI reports the experiment failed, TimeoutError when
+    `max_trials` did not end in time without a `duration_s`."""
     from nni.experiment import AlgorithmConfig, CustomAlgorithmConfig, Experiment
 
     def algorithm(spec: dict):
@@ -73,7 +75,7 @@ def run(name: str, trial_command: str, search_space: dict, tuner: dict, workdir:
                 # e.g. "Tuner did not connect in 10 seconds": NNI gives a tuner 10 s to start, too few on a busy CPU
                 raise ExperimentError(f"experiment {name} failed: {status.get('errors')}")
             statuses = trial_statuses(port)
-            if len(statuses) >= max_trials and all(s in ENDED for s in statuses):
+            if len(statuses) >= max_trials and all(s in END_STATES for s in statuses):
                 break
             time.sleep(0.5)
         else:

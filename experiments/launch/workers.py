@@ -1,10 +1,10 @@
 """Check and prepare remote workers before an experiment needs them: one line per worker, and the reason when one is
 unusable or could not be prepared.
 
-    python -m experiments.workers check workers.yml
-    python -m experiments.workers prepare workers.yml [--dataset fmnist ...] [--requirements FILE ...]
+    python -m experiments.launch.workers check workers.yml
+    python -m experiments.launch.workers prepare workers.yml [--dataset fmnist ...] [--requirements FILE ...]
 
-Both connect to each worker of the workers file (see experiments/launch.py) over SSH with the worker's key (batch mode:
+Both connect to each worker of the workers file (see experiments/launch/remote.py) over SSH with the worker's key (batch mode:
 no password prompts) and run the worker's Python; both exit non-zero if any worker failed.
 
 `check` runs a small probe: the interpreter exists; torch and nni are installed at the manager's versions; CUDA and the
@@ -33,9 +33,10 @@ import tarfile
 from importlib import metadata
 from pathlib import Path
 
-from .launch import LaunchError, load_workers
+from trial import REPO
+from trial.data import INFO
 
-REPO = Path(__file__).resolve().parent.parent
+from .remote import LaunchError, load_workers
 MIN_FREE_GB = 2.0
 PREPARE_TIMEOUT = 1800      # seconds per worker: a first install downloads torch
 # Run by the worker's Python: standard library only, and it must not fail where torch or nni are missing.
@@ -55,9 +56,7 @@ try:
 except Exception as err:
     out["cuda"], out["gpus"], out["torch_error"] = False, [], repr(err)
 data = sys.argv[1] if len(sys.argv) > 1 else ""
-layouts = {"mnist": ["MNIST/raw", "MNIST"], "fmnist": ["FashionMNIST/raw"],
-           "cifar10": ["CIFAR10/cifar-10-batches-bin", "CIFAR10/cifar-10-batches-py", "cifar-10-batches-bin",
-                       "cifar-10-batches-py"]}
+layouts = json.loads(sys.argv[2])
 if data:
     data = os.path.expanduser(data)
     out["data_dir_exists"] = os.path.isdir(data)
@@ -68,6 +67,8 @@ home = os.path.expanduser("~")
 out["free_gb"] = shutil.disk_usage(home).free / 2 ** 30
 print("PROBE" + json.dumps(out))
 '''
+# the dataset table's folders, for the probe (which runs where this repository is not): {name: [folder, ...]}
+LAYOUTS = json.dumps({name: sorted({layout.folder for layout in ds.layouts}) for name, ds in INFO.items()})
 
 
 def ssh_command(w: dict, remote: str, known_hosts: str | None = None) -> list[str]:
@@ -98,9 +99,9 @@ def manager_versions() -> dict:
 
 
 def check_worker(w: dict, data_dir: str | None, known_hosts: str | None = None, timeout: float = 60) -> tuple[bool, str]:
-    """(usable, one line) for a worker."""
+    """(usable, one line) for a worker: the probe's findings, or why it gave none."""
     name = worker_name(w)
-    remote = " ".join(shlex.quote(a) for a in [str(w["python"]), "-c", PROBE] + ([data_dir] if data_dir else []))
+    remote = shlex.join([str(w["python"]), "-c", PROBE, data_dir or "", LAYOUTS])
     try:
         done = subprocess.run(ssh_command(w, remote, known_hosts), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -291,12 +292,12 @@ def main(argv=None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("workers", help="the workers file (format: python -m experiments.launch --help)")
     common.add_argument("--known-hosts", help="ssh known_hosts file (default ~/.cache/cnnsearch/known_hosts)")
-    p = argparse.ArgumentParser(prog="python -m experiments.workers", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.launch.workers", description=__doc__.split("\n\n")[0])
     actions = p.add_subparsers(dest="action", required=True)
     actions.add_parser("check", parents=[common], help="probe each worker: python, versions, GPUs, data, disk")
     prep = actions.add_parser("prepare", parents=[common],
                               help="install the requirements with each worker's python and decode its data cache")
-    prep.add_argument("--dataset", action="extend", nargs="+", choices=["mnist", "fmnist", "cifar10"],
+    prep.add_argument("--dataset", action="extend", nargs="+", choices=list(INFO),
                       help="datasets to decode (default: every dataset found in data_dir)")
     prep.add_argument("--requirements", action="append", type=Path,
                       help="requirements file to install (repeat for more; default: requirements.txt)")

@@ -2,9 +2,9 @@
 warm-up of 20 random draws, and a warm-up of 6), and Hyperband, on the same search space and the same wall-clock
 budget, over several repeats.
 
-    python -m experiments.search_efficiency --minutes 20 --repeats 3 --out runs/efficiency
-    python -m experiments.search_efficiency --smoke --out /tmp/eff      # tiny data budget, for CI
-    python -m experiments.search_efficiency --from runs/efficiency --target 0.91   # summarize a finished study again
+    python -m experiments.studies.search_efficiency --minutes 20 --repeats 3 --out runs/efficiency
+    python -m experiments.studies.search_efficiency --smoke --out /tmp/eff      # tiny data budget, for CI
+    python -m experiments.studies.search_efficiency --from runs/efficiency --target 0.91   # summarize a finished study
 
 Each run is a real local experiment (two concurrent trials, one torch thread each). It writes every trial
 (trials.csv, after every run, so a study stopped part-way keeps what it finished); the best final validation accuracy
@@ -25,16 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .local_run import REPO
+from trial import REPO
+
+from ..tuners import fixed_hyperband, fixed_tpe
 
 SPACE = "search_spaces/fmnist.json"
 MEDIANSTOP = {"name": "Medianstop", "class_args": {"optimize_mode": "maximize", "start_step": 1}}
-
-
-def fixed_tpe(**tpe_args) -> dict:
-    """experiments/tpe_fix.FixedTPE as a customized tuner, maximizing, with NNI's `tpe_args` where given."""
-    class_args = {"optimize_mode": "maximize", **({"tpe_args": tpe_args} if tpe_args else {})}
-    return {"code_directory": str(REPO / "experiments"), "class_name": "tpe_fix.FixedTPE", "class_args": class_args}
 
 
 STRATEGIES = {
@@ -44,8 +40,7 @@ STRATEGIES = {
     # search runs: this one models the results after 6
     "tpe6_medianstop": {"tuner": fixed_tpe(n_startup_jobs=6), "assessor": MEDIANSTOP},
     # the budget is the epochs: R = the epochs the other strategies give every trial, eta = 3
-    "hyperband": {"tuner": {"code_directory": str(REPO / "experiments"), "class_name": "hyperband_fix.FixedHyperband",
-                            "class_args": {"optimize_mode": "maximize", "R": None, "eta": 3}}},
+    "hyperband": {"tuner": fixed_hyperband(R=None, eta=3)},
 }
 
 
@@ -75,7 +70,7 @@ def curves_of(trials: pd.DataFrame) -> pd.DataFrame:
 
 def run_study(out: Path, minutes: float, repeats: int, epochs: int, flags: str, max_trials: int,
               target: float = 0.9, strategies: list[str] | None = None) -> dict:
-    from . import local_run
+    from ..launch import local
     space = json.loads((REPO / SPACE).read_text())
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -92,11 +87,11 @@ def run_study(out: Path, minutes: float, repeats: int, epochs: int, flags: str, 
                 tuner.setdefault("class_args", {})["seed"] = repeat
             for attempt in (1, 2):
                 try:
-                    exp_id, wall, table = local_run.run(f"efficiency-{name}-{repeat}", command, space, tuner,
-                                                        out / "nni-experiments", max_trials, 2, minutes * 60,
-                                                        spec.get("assessor"))
+                    exp_id, wall, table = local.run(f"efficiency-{name}-{repeat}", command, space, tuner,
+                                                    out / "nni-experiments", max_trials, 2, minutes * 60,
+                                                    spec.get("assessor"))
                     break
-                except local_run.ExperimentError as err:   # NNI's 10 s tuner start-up limit, on a busy machine
+                except local.ExperimentError as err:   # NNI's 10 s tuner start-up limit, on a busy machine
                     if attempt == 2:
                         raise
                     print(f"[efficiency] {err}; trying once more", file=sys.stderr)

@@ -21,7 +21,7 @@ with `nnictl create`, after checking that the REST port and the next one (nnictl
 taken) are free and warning when the code upload (what `.nniignore` leaves) is large. `--write FILE` only writes the
 YAML.
 
-NNI is started through experiments/secure.py: the dashboard and REST API listen on 127.0.0.1 only (from another machine,
+NNI is started through launch/secure.py: the dashboard and REST API listen on 127.0.0.1 only (from another machine,
 an SSH tunnel: `ssh -N -L 8080:127.0.0.1:8080 user@manager`, then http://127.0.0.1:8080), and the remote trials'
 connections (NNI 3.0 opens them to `nniManagerIp` on the REST port) are taken on manager_ip, where nothing else is
 served. To start the written YAML by hand: `python -m experiments.secure nnictl create --config FILE --port PORT`.
@@ -38,18 +38,20 @@ from pathlib import Path
 
 import yaml
 
+from trial import REPO
+
 from . import secure
-from .local_run import REPO
 
 WORKER_KEYS = {"host", "port", "user", "key_file", "python", "gpus", "trials_per_gpu"}
 UPLOAD_WARN_MB = 20
 
 
 class LaunchError(ValueError):
-    pass
+    """A workers file or worker that cannot be used; the message names the file or worker and what to fix."""
 
 
 def load_workers(path: str | Path) -> dict:
+    """The workers file at `path`, checked (keys, required fields, key files exist); raises LaunchError."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as err:

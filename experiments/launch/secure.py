@@ -1,0 +1,138 @@
+"""Start NNI with its dashboard and REST API on 127.0.0.1 only: the environment that loads launch/loopback.js
+(a Node preload) into NNI's manager, and a thin nnictl wrapper that uses it.
+
+    python -m experiments.secure nnictl create --config nni_configs/fmnist.yml --port 8080   # any nnictl command
+    python -m experiments.secure nnictl resume EXPERIMENT_ID --port 8080
+    eval "$(python -m experiments.secure --shell)"      # or: this shell's own nnictl commands load the preload
+
+NNI 3.0 serves the dashboard and a REST API that can read the experiment, change its search space, add trials and
+delete it on every interface, with no authentication, and it proxies `/netron/` to the internet (offline, one such
+request kills the manager). With the preload the port listens on 127.0.0.1 only (watch a remote manager through an SSH
+tunnel: `ssh -N -L 8080:127.0.0.1:8080 user@manager`) and `/netron/` is refused. Remote trials connect back to
+`nniManagerIp` on the same port: when that is not a loopback address, the manager also listens there, for the remote
+trials' channels only (CNNSEARCH_NNI_TRIAL_IP; the wrapper reads it from the config's `nniManagerIp`). Our own
+launchers (experiments.launch.local, experiments.launch) always start NNI this way.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import yaml
+
+PRELOAD = Path(__file__).resolve().with_name("loopback.js")
+TRIAL_IP = "CNNSEARCH_NNI_TRIAL_IP"     # read by loopback.js: where remote trials may connect (nniManagerIp)
+# a remote worker whose SSH connection is reset must not kill the manager (NNI 3.0 leaves ssh2's 'error' unhandled)
+SSH_GUARD = Path(__file__).resolve().with_name("ssh_guard.js")
+
+
+def node_options(existing: str = "") -> str:
+    """NODE_OPTIONS with the preloads added once (double quotes: NODE_OPTIONS' own quoting, for paths with spaces)."""
+    for preload in (PRELOAD, SSH_GUARD):
+        option = f'--require "{preload}"'
+        existing = existing if option in existing else f"{existing} {option}".strip()
+    return existing
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def trial_address(manager_ip: str | None) -> str | None:
+    """The address remote trials connect to, as an IP; None for none or a loopback one (the REST port serves it)."""
+    if not manager_ip or is_loopback(manager_ip):
+        return None
+    try:
+        return str(ipaddress.ip_address(manager_ip))
+    except ValueError:
+        return socket.gethostbyname(manager_ip)
+
+
+def nni_env(base: Mapping[str, str] | None = None, manager_ip: str | None = None) -> dict[str, str]:
+    """A copy of `base` (default os.environ) for a process that starts NNI's manager (nnictl, Experiment.start):
+    NODE_OPTIONS loads the preload; `manager_ip` (nniManagerIp), if not loopback, is opened to remote trials."""
+    env = dict(os.environ if base is None else base)
+    env["NODE_OPTIONS"] = node_options(env.get("NODE_OPTIONS", ""))
+    address = trial_address(manager_ip)
+    if address:
+        env[TRIAL_IP] = address
+    return env
+
+
+def unprotected_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of `base` without the preload: NNI's own behaviour (tests use it to show what the preload changes)."""
+    env = dict(os.environ if base is None else base)
+    options = env.pop("NODE_OPTIONS", "").replace(f'--require "{PRELOAD}"', "").strip()
+    if options:
+        env["NODE_OPTIONS"] = options
+    env.pop(TRIAL_IP, None)
+    return env
+
+
+@contextmanager
+def protected(manager_ip: str | None = None) -> Iterator[None]:
+    """For nni.experiment.Experiment, which starts the manager with this process's environment: the preload is in
+    os.environ while the block runs (wrap `exp.start(...)`), then the environment is as it was."""
+    saved = {key: os.environ.get(key) for key in ("NODE_OPTIONS", TRIAL_IP)}
+    env = nni_env(manager_ip=manager_ip)
+    os.environ.update({key: env[key] for key in saved if key in env})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def config_manager_ip(nnictl_args: list[str]) -> str | None:
+    """`nniManagerIp` of the config named by `--config FILE` in nnictl's arguments, if any."""
+    for i, arg in enumerate(nnictl_args):
+        path = nnictl_args[i + 1] if arg == "--config" and i + 1 < len(nnictl_args) else (
+            arg.split("=", 1)[1] if arg.startswith("--config=") else None)
+        if path:
+            try:
+                config = yaml.safe_load(Path(path).read_text())
+            except (OSError, yaml.YAMLError):
+                return None                      # nnictl says what is wrong with it
+            return config.get("nniManagerIp") if isinstance(config, dict) else None
+    return None
+
+
+def nnictl() -> str:
+    beside = Path(sys.executable).parent / "nnictl"
+    return str(beside) if beside.exists() else (shutil.which("nnictl") or "nnictl")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help") or args == ["nnictl"]:
+        print(__doc__)
+        return 0
+    if args == ["--shell"]:
+        print(f"export NODE_OPTIONS={shlex.quote(node_options(os.environ.get('NODE_OPTIONS', '')))}")
+        return 0
+    if args[0] == "nnictl":
+        args = args[1:]
+    env = nni_env(manager_ip=config_manager_ip(args))
+    if args[0] in ("create", "resume", "view"):
+        port = args[args.index("--port") + 1] if "--port" in args[:-1] else "8080"
+        where = f" and remote trials on {env[TRIAL_IP]}:{port}" if TRIAL_IP in env else ""
+        print(f"dashboard and REST API on http://127.0.0.1:{port} only{where}", file=sys.stderr)
+    return subprocess.call([nnictl(), *args], env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""One command from a finished (or running) NNI experiment to a result a reviewer can check.
+
+    python -m experiments.report EXPERIMENT_ID [--root DIR] [--top-k 1] [--seeds 0 1 2] [--protocol train_val]
+
+It exports every trial (results.export), retrains the top-k configurations and the baseline(s) from scratch under
+the same protocol, data, epoch budget and seeds (results.retrain), compares them (mean +- std, Welch's t-test and
+a 95% confidence interval of the difference), draws the figures (results.plots), exports the winner
+(results.evaluate), and writes a self-contained directory: report.md, trials.csv, summary.json, runs.csv, *.png,
+model/ and the retraining runs. `--smoke` retrains on a tiny subset for one epoch (CI).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trial import data as data_mod
+from trial.config import SMOKE, load_params_file, resolve
+
+from . import plots
+from .evaluate import export_model
+from .export import experiment_dir, load_experiment
+from .retrain import PROTOCOLS, protocol_data, protocol_overrides, retrain
+
+
+class ReportError(RuntimeError):
+    """An experiment that cannot be reported on yet (no finished trial); the message says what to wait for."""
+
+# How the tuning playbook sorts hyperparameters: architecture choices are what a study asks about (scientific);
+# optimiser settings are tuned so the comparison is fair (nuisance); everything not searched is fixed.
+NUISANCE = {"learning_rate", "optimizer", "momentum", "weight_decay", "batch_size", "lr_schedule", "lr_patience",
+            "lr_factor", "label_smoothing", "epochs", "TRIAL_BUDGET", "seed", "patience"}
+
+
+def welch(a: list[float], b: list[float]) -> dict:
+    """Difference of means with Welch's t-test and its 95% confidence interval (scipy)."""
+    from scipy import stats
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    out = {"diff": float(a.mean() - b.mean()), "p_value": float("nan"), "ci95": [float("nan"), float("nan")]}
+    if len(a) > 1 and len(b) > 1 and (a.std() > 0 or b.std() > 0):
+        test = stats.ttest_ind(a, b, equal_var=False)
+        ci = test.confidence_interval(0.95)
+        out.update(p_value=float(test.pvalue), ci95=[float(ci.low), float(ci.high)])
+    return out
+
+
+def study_parameters(profile: dict) -> dict:
+    config = profile.get("config", {})
+    space = config.get("searchSpace", {}) or {}
+    searched = set(space)
+    for spec in space.values():   # nested choices: their inner keys are searched too
+        for option in spec.get("_value", []) if isinstance(spec, dict) else []:
+            if isinstance(option, dict):
+                searched |= {k for k in option if k != "_name"}
+    return {"scientific": sorted(k for k in searched if k not in NUISANCE),
+            "nuisance": sorted(k for k in searched if k in NUISANCE),
+            "fixed": f"everything else: the defaults in trial/config.py and the trial command "
+                     f"`{config.get('trialCommand', '?')}`",
+            "tuner": (config.get("tuner") or config.get("advisor") or {}).get("name")
+                     or (config.get("tuner") or {}).get("className"),
+            "assessor": (config.get("assessor") or {}).get("name")}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Test accuracy mean, std (ddof 1) and per seed, macro F1 and ROC AUC means, parameters, mean training seconds."""
+    acc = [r["test"]["accuracy"] for r in runs]
+    return {"test_accuracy_mean": float(np.mean(acc)), "test_accuracy_std": float(np.std(acc, ddof=1)) if len(acc) > 1
+            else 0.0, "test_accuracies": acc, "macro_f1_mean": float(np.mean([r["test"]["macro_f1"] for r in runs])),
+            "roc_auc_mean": float(np.mean([r["test"]["roc_auc_ovr"] for r in runs])),
+            "params": runs[0]["final"]["params"],
+            "train_seconds_mean": float(np.mean([r["final"]["train_seconds"] for r in runs]))}
+
+
+def make_report(experiment_id: str, out: Path, root=None, top_k: int = 1, seeds=(0, 1, 2),
+                protocol: str = "train_val", epochs: int | None = None, baselines=("baselines/deep_cnn.json",),
+                smoke: bool = False, data_dir=None, argv=None, jobs: int = 1) -> dict:
+    """Write the report of `experiment_id` into `out` and return its summary (what summary.json holds). Raises
+    FileNotFoundError for an unknown experiment and ReportError when it has no finished trial yet."""
+    out.mkdir(parents=True, exist_ok=True)
+    exp_dir = experiment_dir(experiment_id, root)
+    profile, trials = load_experiment(exp_dir)
+    trials.to_csv(out / "trials.csv", index=False)
+    counts = trials["status"].value_counts().to_dict()
+    finished = trials[(trials["status"] == "SUCCEEDED") & trials["final_default"].notna()]
+    if finished.empty:
+        raise ReportError(f"experiment {experiment_id} has no SUCCEEDED trial with a final result yet "
+                          f"({len(trials)} trials: {counts}); wait for one, then run this again")
+    winners = finished.sort_values("final_default", ascending=False).head(top_k)
+    # the search may have trained on a subset (a cheap fidelity); the winners and the baseline retrain on all of it
+    extra = dict(SMOKE) if smoke else {"train_subset": 0}
+    configs = [json.loads((Path(w["trial_dir"]) / "config.json").read_text()) for _, w in winners.iterrows()]
+    # every group trains and is scored on the same splits: prepared once, shared by the runs of this process
+    data = protocol_data(resolve(configs[0], protocol_overrides(protocol, epochs, 0), extra), protocol, data_dir)
+
+    groups: dict[str, list[dict]] = {}
+    progress_total = (len(winners) + len(baselines)) * len(seeds)
+    started = time.perf_counter()
+    for rank, ((_, w), config) in enumerate(zip(winners.iterrows(), configs), 1):
+        name = f"winner{rank}_{w['trial_id']}"
+        print(f"[report] retraining {name} (val {w['final_default']:.4f}) over seeds {list(seeds)}: "
+              f"{len(groups) * len(seeds)}/{progress_total} runs done", file=sys.stderr)
+        groups[name] = retrain(config, seeds, out / "runs" / name, protocol, epochs, extra=extra, data_dir=data_dir,
+                               jobs=jobs, data=data)
+    first_winner = next(iter(groups))
+    dataset = groups[first_winner][0]["config"]["dataset"]
+    budget = groups[first_winner][0]["config"]["epochs"]
+    for path in baselines:
+        name = f"baseline_{Path(path).stem}"
+        print(f"[report] retraining {name} over seeds {list(seeds)}: {len(groups) * len(seeds)}/{progress_total} "
+              f"runs done, {time.perf_counter() - started:.0f}s", file=sys.stderr)
+        params = {**load_params_file(path), "dataset": dataset, "epochs": budget,
+                  **{k: groups[first_winner][0]["config"][k] for k in ("val_size", "split_seed")}}
+        groups[name] = retrain(params, seeds, out / "runs" / name, protocol, epochs, extra=extra, data_dir=data_dir,
+                               jobs=jobs, data=data)
+
+    summary = {name: summarise(runs) for name, runs in groups.items()}
+    comparisons = {b: welch(summary[first_winner]["test_accuracies"], summary[b]["test_accuracies"])
+                   for b in groups if b.startswith("baseline_")}
+    pd.DataFrame([{"group": g, "seed": r["seed"], "test_accuracy": r["test"]["accuracy"],
+                   "macro_f1": r["test"]["macro_f1"], "roc_auc_ovr": r["test"]["roc_auc_ovr"],
+                   "params": r["final"]["params"], "train_seconds": r["final"]["train_seconds"], "dir": r["dir"]}
+                  for g, runs in groups.items() for r in runs]).to_csv(out / "runs.csv", index=False)
+
+    # figures
+    info = data_mod.INFO[dataset]
+    best_run = max(groups[first_winner], key=lambda r: r["test"]["accuracy"])
+    test_images, test_labels = data_mod.denormalise(data.test_x, info).numpy(), data.test_y.cpu().numpy()
+    figures = {
+        "optimization_history.png": plots.optimization_history(trials, out / "optimization_history.png"),
+        "learning_curves.png": plots.learning_curves(trials, out / "learning_curves.png"),
+        "accuracy_vs_params.png": plots.accuracy_vs_params(trials, out / "accuracy_vs_params.png"),
+        "parallel_coordinates.png": plots.parallel_coordinates(trials, out / "parallel_coordinates.png"),
+    }
+    figures["importance.png"], importance = plots.importance(trials, out / "importance.png")
+    figures["confusion_matrix.png"] = plots.confusion(best_run["test"]["confusion_matrix"], info.classes,
+                                                      out / "confusion_matrix.png", f"{first_winner}, seed "
+                                                      f"{best_run['seed']}")
+    figures["winner_vs_baseline.png"] = plots.comparison_bars(
+        {g: summary[g]["test_accuracies"] for g in groups}, out / "winner_vs_baseline.png")
+    figures["misclassified.png"] = plots.misclassified(test_images, test_labels, best_run["proba"].argmax(1),
+                                                       info.classes, out / "misclassified.png")
+    export_model(best_run["model"], resolve(best_run["config"]), out / "model")
+
+    durations = trials["duration_s"].dropna()
+    result = {
+        "experiment_id": experiment_id, "experiment_dir": str(exp_dir), "dataset": dataset,
+        "study": study_parameters(profile), "trial_counts": counts, "n_trials": int(len(trials)),
+        "n_failed": int(counts.get("FAILED", 0)),
+        "n_params_mismatch_in_nni_record": int(trials["nni_params_mismatch"].sum()),
+        "best_val_accuracy": float(finished["final_default"].max()),
+        "best_trial": str(winners.iloc[0]["trial_id"]),
+        "search_trial_hours": float(durations.sum() / 3600),
+        "search_wall_hours": float((trials["end_ms"].max() - trials["start_ms"].min()) / 3.6e6)
+        if trials["end_ms"].notna().any() else None,
+        "protocol": protocol, "seeds": list(seeds), "epochs": budget if epochs is None else epochs, "smoke": smoke,
+        "groups": summary, "comparisons": comparisons, "importance": importance,
+        "edge_of_space": edge_report(winners.iloc[0], profile),
+        "command": "python -m experiments.report " + " ".join(shlex.quote(a) for a in (argv or [experiment_id])),
+    }
+    (out / "summary.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (out / "report.md").write_text(render(result, groups, figures))
+    return result
+
+
+def edge_report(winner: pd.Series, profile: dict) -> list[str]:
+    """Numeric search-space ranges whose best value sits in the outer 5%: the space may be too narrow there."""
+    notes = []
+    for key, spec in (profile.get("config", {}).get("searchSpace") or {}).items():
+        if not isinstance(spec, dict) or spec.get("_type") not in ("uniform", "loguniform", "quniform", "qloguniform"):
+            continue
+        value = winner.get(f"param_{key}")
+        low, high = spec["_value"][0], spec["_value"][1]
+        if value is None or pd.isna(value):
+            continue
+        scale = np.log if "log" in spec["_type"] else (lambda v: v)
+        pos = (scale(value) - scale(low)) / (scale(high) - scale(low))
+        if pos < 0.05 or pos > 0.95:
+            notes.append(f"{key} = {value:.4g} is at the {'low' if pos < 0.05 else 'high'} edge of [{low}, {high}]")
+    return notes
+
+
+def render(r: dict, groups: dict, figures: dict) -> str:
+    s = r["study"]
+    lines = [f"# Search report: experiment {r['experiment_id']} ({r['dataset']})", "",
+             f"Reproduce everything here: `{r['command']}`" + (" (SMOKE: tiny subset, one epoch; not a result)"
+                                                               if r["smoke"] else ""), "",
+             "## The study", "",
+             f"- Tuner: {s['tuner']}; assessor: {s['assessor']}.",
+             f"- Scientific hyperparameters (what the study asks about): {', '.join(s['scientific']) or 'none'}.",
+             f"- Nuisance hyperparameters (tuned so the comparison is fair): {', '.join(s['nuisance']) or 'none'}.",
+             f"- Fixed: {s['fixed']}.",
+             f"- Trials: {r['n_trials']} ({', '.join(f'{v} {k}' for k, v in r['trial_counts'].items())}); "
+             f"{r['n_failed']} failed. NNI's own parameter record disagreed with the trial's for "
+             f"{r['n_params_mismatch_in_nni_record']} trials (NNI 3.0 mis-pairing); this report uses the trials' own.",
+             f"- Search cost: {r['search_trial_hours']:.2f} trial-hours"
+             + (f" in {r['search_wall_hours']:.2f} h of wall time." if r["search_wall_hours"] else "."),
+             f"- Best validation accuracy during the search: {r['best_val_accuracy']:.4f} (trial {r['best_trial']}).",
+             f"- Best point on the edge of the space: {'; '.join(r['edge_of_space']) or 'no'}.", "",
+             f"## Winner vs baseline on the test split ({r['protocol']}, {r['epochs']} epochs, seeds {r['seeds']})",
+             "", "| model | test accuracy (mean +- std) | runs | macro F1 | ROC AUC (ovr) | parameters | train s/run |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, g in r["groups"].items():
+        lines.append(f"| {name} | {g['test_accuracy_mean']:.4f} +- {g['test_accuracy_std']:.4f} | "
+                     f"{', '.join(f'{a:.4f}' for a in g['test_accuracies'])} | {g['macro_f1_mean']:.4f} | "
+                     f"{g['roc_auc_mean']:.4f} | {g['params']:,} | {g['train_seconds_mean']:.0f} |")
+    lines.append("")
+    for name, c in r["comparisons"].items():
+        lines.append(f"- Winner minus {name}: {c['diff']:+.4f} (95% CI {c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f}, "
+                     f"Welch's t-test p = {c['p_value']:.3g}).")
+    lines += ["", "Per-run outputs (config, metrics per epoch, checkpoint, test metrics with per-class precision, "
+              "recall and F1 and the confusion matrix) are under `runs/`; `runs.csv` lists every run.", "",
+              "## Figures", ""]
+    lines += [f"![{name}]({name})" for name in figures]
+    lines += ["", "## The winner as a model", "",
+              "`model/` holds `model.pt2` (a `torch.export` program: raw pixel values in, probabilities out), "
+              "`model_state.pt` (state dict and resolved config) and `model.json`. Classify images with torch and "
+              "Pillow only: `python experiments/results/predict.py model/ image.png`.", ""]
+    winner_cfg = groups[next(iter(groups))][0]["config"]
+    lines += ["Winner's resolved config:", "", "```json", json.dumps(winner_cfg, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("experiment_id")
+    p.add_argument("--root", help="the experiment's experimentWorkingDirectory (default ~/nni-experiments)")
+    p.add_argument("--out", help="report directory (default reports/<experiment id>)")
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--protocol", choices=PROTOCOLS, default="train_val")
+    p.add_argument("--epochs", type=int, help="retraining epochs (default: the search's budget)")
+    p.add_argument("--baseline", nargs="+", default=["baselines/deep_cnn.json"])
+    p.add_argument("--data-dir")
+    p.add_argument("--jobs", type=int, default=1, help="seeds retrained at once, in separate processes (CPU: the core "
+                   "count; each gets cpu_count // jobs threads)")
+    p.add_argument("--smoke", action="store_true")
+    args = p.parse_args(argv)
+    out = Path(args.out or f"reports/{args.experiment_id}")
+    try:
+        result = make_report(args.experiment_id, out, args.root, args.top_k, args.seeds, args.protocol, args.epochs,
+                             args.baseline, args.smoke, args.data_dir, argv, args.jobs)
+    except (ReportError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for name, g in result["groups"].items():
+        print(f"{name}: test accuracy {g['test_accuracy_mean']:.4f} +- {g['test_accuracy_std']:.4f}")
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,6 +17,7 @@ KEYS = ("harness_vs_bare", "harness_vs_dataloader", "trial_start_warm_s", "trial
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.nni
 def test_quick_benchmark_writes_every_key(tmp_path):
     if nnictl_path() is None:
         pytest.skip("nni is not installed (pip install -r requirements.txt)")
@@ -47,6 +48,7 @@ def test_quick_benchmark_writes_every_key(tmp_path):
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_compiled_harness_is_timed_beside_the_others(tmp_path, monkeypatch):
     from experiments.studies import benchmark
     root = tiny_data.write_all(tmp_path / "data")

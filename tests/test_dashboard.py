@@ -34,6 +34,7 @@ from tests.nni_helpers import REPO, config_from, experiment_env, nnictl_path, ru
 
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser") if shutil.which(name)), None)
 pytestmark = [
+    pytest.mark.browser, pytest.mark.nni,
     pytest.mark.skipif(nnictl_path() is None, reason="nnictl is not installed (pip install -r requirements.txt)"),
     pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it: apt-get install "
                                                 "chromium)"),

@@ -292,6 +292,7 @@ def test_unreadable_cache_is_decoded_again(tiny_root, isolated_env, monkeypatch)
 LOADER = "import sys, torch\nfrom trial import data\ntorch.save(data.load('cifar10').__dict__, sys.argv[1])\n"
 
 
+@pytest.mark.slow
 def test_concurrent_loaders_decode_once_and_agree(isolated_env):
     root = isolated_env / "data"
     tiny_data.write_cifar_bin(root, per_batch=400, n_test=400, ext=".xz")   # large enough to overlap the decodes

@@ -1,8 +1,9 @@
 """Every configuration a search space can draw builds and trains; every name a table holds is accepted; augmentation
 keeps images sane.
 
-300 seeded draws per search space, each resolved for its dataset (taken from the file name), built for that dataset's
-input shape and trained for one optimizer step on a random batch of 4. Identical models are stepped once.
+300 seeded draws per search space (20 in the fast tier), each resolved for its dataset (taken from the file name),
+built for that dataset's input shape and trained for one optimizer step on a random batch of 4. Identical models are
+stepped once.
 
     .venv/bin/pytest tests/test_model_and_search_spaces.py -q
 """
@@ -21,7 +22,8 @@ from trial.data import INFO, background_fill, normalise
 REPO = Path(__file__).resolve().parent.parent
 SPACES = sorted((REPO / "search_spaces").glob("*.json"))
 BASELINES = sorted((REPO / "baselines").glob("*.json"))
-DRAWS = 300
+DRAWS = 300          # per search space in the slow tier
+FAST_DRAWS = 20      # in the fast tier
 BATCH = 4
 # fields that do not change the model, its first step or its loss; configs differing only in these are stepped once
 _NOT_STRUCTURAL = {"learning_rate", "momentum", "weight_decay", "batch_size", "epochs", "lr_schedule", "lr_patience",
@@ -48,13 +50,13 @@ def dataset_of(space: Path) -> str:
     raise AssertionError(f"search space {space.name}: no dataset known for this file name; extend dataset_of")
 
 
-def drawn_configs(space: Path) -> list[config.TrialConfig]:
+def drawn_configs(space: Path, draws: int = DRAWS) -> list[config.TrialConfig]:
     rng = random.Random(0)
     spec = search_space.load_space(str(space))
     layers = [config.load_params_file(str(b)) for b in BASELINES] if space.stem == "seeds" else [{}]
     dataset = {"dataset": dataset_of(space)}
     return [config.resolve(base, search_space.sample(spec, rng), dataset)
-            for _ in range(DRAWS) for base in layers]
+            for _ in range(draws) for base in layers]
 
 
 def distinct(configs):
@@ -92,9 +94,10 @@ def test_every_search_space_has_a_dataset():
         dataset_of(space)
 
 
-@pytest.mark.parametrize("space", SPACES, ids=[s.stem for s in SPACES])
-def test_every_drawn_config_builds_and_trains_one_step(space):
-    configs = drawn_configs(space)
+@pytest.mark.parametrize("space,draws", [pytest.param(s, n, marks=[pytest.mark.slow] if n == DRAWS else [],
+                                                      id=f"{s.stem}-{n}") for s in SPACES for n in (FAST_DRAWS, DRAWS)])
+def test_every_drawn_config_builds_and_trains_one_step(space, draws):
+    configs = drawn_configs(space, draws)
     assert all(c.dataset == dataset_of(space) for c in configs)
     for cfg in distinct(configs):
         one_step(cfg)

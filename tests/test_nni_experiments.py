@@ -19,7 +19,8 @@ from tests import tiny_data
 from tests.nni_helpers import (config_from, experiment_env, nnictl_path, running_experiment, write_config)
 from trial.config import params_digest
 
-pytestmark = pytest.mark.skipif(nnictl_path() is None, reason="nnictl is not installed (pip install -r requirements.txt)")
+pytestmark = [pytest.mark.nni,
+              pytest.mark.skipif(nnictl_path() is None, reason="nnictl is not installed (pip install -r requirements.txt)")]
 
 TINY = "--epochs 2 --train_subset 256 --val_size 128 --batch_size 64"   # later flags win over the shipped ones
 TINY_DATA_TRAIN = 600                                                   # tiny_data.write_all's training images

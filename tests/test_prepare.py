@@ -27,7 +27,7 @@ import yaml
 from tests import sshd, tiny_data
 from trial import data
 
-pytestmark = pytest.mark.skipif(sshd.available() is not None, reason=str(sshd.available()))
+pytestmark = [pytest.mark.ssh, pytest.mark.skipif(sshd.available() is not None, reason=str(sshd.available()))]
 REPO = Path(__file__).resolve().parent.parent
 PROBE = "cnnsearch_prepare_probe"
 

@@ -16,6 +16,8 @@ import torch
 from trial.config import load_params_file, resolve
 from trial.train import train
 
+pytestmark = pytest.mark.slow
+
 SIMPLE = Path(__file__).resolve().parent.parent / "baselines" / "simple_cnn.json"
 # dataset: (training images, epochs, the validation accuracy it must beat)
 CASES = {"mnist": (8000, 1, 0.90), "fmnist": (8000, 1, 0.70), "cifar10": (10000, 2, 0.30)}

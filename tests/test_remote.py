@@ -11,8 +11,9 @@ import pytest
 from tests import sshd, tiny_data
 from tests.nni_helpers import experiment_env, nnictl_path, running_experiment, write_config
 
-pytestmark = pytest.mark.skipif(sshd.available() is not None or nnictl_path() is None,
-                                reason=str(sshd.available() or "nni is not installed"))
+pytestmark = [pytest.mark.ssh, pytest.mark.nni,
+              pytest.mark.skipif(sshd.available() is not None or nnictl_path() is None,
+                                 reason=str(sshd.available() or "nni is not installed"))]
 SPACE = {"filters": {"_type": "choice", "_value": [8, 16]}, "learning_rate": {"_type": "loguniform",
                                                                               "_value": [1e-3, 1e-2]}}
 EPOCHS = 2

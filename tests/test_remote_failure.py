@@ -25,8 +25,9 @@ from tests import sshd, tiny_data
 from tests.nni_helpers import (FINISHED, experiment_env, nnictl_path, running_experiment, wait_until,
                                write_config)
 
-pytestmark = pytest.mark.skipif(sshd.available() is not None or nnictl_path() is None,
-                                reason=str(sshd.available() or "nni is not installed"))
+pytestmark = [pytest.mark.ssh, pytest.mark.nni,
+              pytest.mark.skipif(sshd.available() is not None or nnictl_path() is None,
+                                 reason=str(sshd.available() or "nni is not installed"))]
 SPACE = {"filters": {"_type": "choice", "_value": [8, 16]}, "learning_rate": {"_type": "loguniform",
                                                                               "_value": [1e-3, 1e-2]}}
 SURVIVOR, VICTIM = "127.0.0.2", "127.0.0.3"

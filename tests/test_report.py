@@ -54,6 +54,7 @@ def tiny_env(finished_experiment, monkeypatch, tmp_path):
     return finished_experiment
 
 
+@pytest.mark.nni
 def test_export_round_trips_every_trial(tiny_env, tmp_path):
     exp_id, workdir, _ = tiny_env
     out = tmp_path / "trials.csv"
@@ -78,6 +79,7 @@ def test_export_reports_a_missing_experiment_clearly(tmp_path):
         export.experiment_dir("nosuchid", tmp_path)
 
 
+@pytest.mark.nni
 def test_retrain_metrics_agree_with_a_direct_computation(tiny_env, tmp_path):
     params = {"dataset": "fmnist", "filters": 8, "dense_units": 16, "val_size": 128, "batch_size": 64}
     runs = retrain(params, [0, 1], tmp_path / "runs", protocol="early_stop", epochs=2, progress=False)
@@ -102,6 +104,7 @@ def test_retrain_metrics_agree_with_a_direct_computation(tiny_env, tmp_path):
     assert tv[0]["config"]["keep"] == "last"
 
 
+@pytest.mark.nni
 def test_retrain_reuses_finished_runs_and_only_those(tiny_env, tmp_path, capfd):
     params = {"dataset": "fmnist", "filters": 8, "dense_units": 16, "val_size": 128, "batch_size": 64}
     first = retrain(params, [0, 1], tmp_path / "runs", protocol="train_val", epochs=1, progress=False)
@@ -135,6 +138,7 @@ def test_classification_metrics_match_hand_counts():
     assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
 
 
+@pytest.mark.nni
 def test_report_writes_every_file(tiny_env, tmp_path):
     exp_id, workdir, _ = tiny_env
     out = tmp_path / "report"
@@ -164,6 +168,7 @@ def test_report_writes_every_file(tiny_env, tmp_path):
     assert len(runs) == 4 and runs["test_accuracy"].between(0, 1).all()
 
 
+@pytest.mark.slow
 def test_exported_model_predicts_alone_in_a_fresh_process(tmp_path, tiny_root):
     run = retrain({"dataset": "fmnist", "filters": 8, "dense_units": 16, "val_size": 128}, [0], tmp_path / "r",
                   protocol="early_stop", epochs=1, progress=False)[0]

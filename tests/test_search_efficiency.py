@@ -89,6 +89,7 @@ def test_from_a_directory_without_curves_says_what_it_needs(tmp_path, capsys):
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.nni
 def test_smoke_study_runs_every_strategy(tmp_path):
     if nnictl_path() is None:
         pytest.skip("nni is not installed (pip install -r requirements.txt)")

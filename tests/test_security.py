@@ -32,7 +32,8 @@ from tests import sshd, tiny_data
 from tests.nni_helpers import (REPO, config_from, experiment_env, nnictl_path, running_experiment, wait_until,
                                write_config)
 
-pytestmark = pytest.mark.skipif(nnictl_path() is None, reason="nnictl is not installed (pip install -r requirements.txt)")
+pytestmark = [pytest.mark.nni, pytest.mark.netns,
+              pytest.mark.skipif(nnictl_path() is None, reason="nnictl is not installed (pip install -r requirements.txt)")]
 
 TINY = "--epochs 2 --train_subset 256 --val_size 128 --batch_size 64"
 REFUSED = {"ECONNREFUSED", "ENETUNREACH", "EHOSTUNREACH"}

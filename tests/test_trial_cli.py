@@ -19,7 +19,7 @@ from trial.config import load_params_file, resolve
 from trial.model import build_model
 from trial.search_space import sample_file
 from trial.optim import LOSSES
-from trial.train import evaluate
+from trial.inference import evaluate
 
 OUTPUTS = ("config.json", "metrics.jsonl", "final.json", "best.pt", "trial.json")
 

@@ -12,7 +12,7 @@ import yaml
 from experiments.launch import workers
 from tests import sshd, tiny_data
 
-pytestmark = pytest.mark.skipif(sshd.available() is not None, reason=str(sshd.available()))
+pytestmark = [pytest.mark.ssh, pytest.mark.skipif(sshd.available() is not None, reason=str(sshd.available()))]
 
 
 @pytest.fixture(scope="module")

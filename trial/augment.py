@@ -2,6 +2,7 @@
 
 28x28 sets: a random affine per image (shift, rotation, zoom) through one `affine_grid` + `grid_sample`.
 CIFAR-10: a random crop from the reflect-padded image (as one gather) and a random horizontal flip.
+Any dataset, on its own switch: cutout (a random square set to 0, the mean after normalisation).
 Images arrive normalised, so the fill for pixels shifted in is the normalised background (the dataset table's
 `background` pixel, through trial.data.background_fill), not 0. Which kind a dataset gets is its table entry's
 `augmentation`. The magnitudes below are the usual ones for these datasets (shift/rotate/zoom as in Keras' MNIST
@@ -10,11 +11,15 @@ examples; pad-4 crop and flip as in He et al. 2016, "Deep Residual Learning", fo
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 
 from .data import DatasetInfo, background_fill
+
+if TYPE_CHECKING:
+    from .config import TrialConfig
 
 SHIFT_PX = 2.0        # max translation, pixels (28x28 sets)
 ROTATE_DEG = 10.0     # max rotation, degrees
@@ -37,12 +42,13 @@ def affine(x: torch.Tensor, fill: torch.Tensor, generator: torch.Generator | Non
     return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
 
 
-def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop of the image reflect-padded by CROP_PAD pixels and a random horizontal flip, per image of x, float
-    [N, C, H, W] -> the same shape and dtype (channels_last in memory)."""
+def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, pad: int | None = None) -> torch.Tensor:
+    """Random crop of the image reflect-padded by `pad` pixels (default CROP_PAD) and a random horizontal flip, per
+    image of x, float [N, C, H, W] -> the same shape and dtype (channels_last in memory)."""
     n, _, h, w = x.shape
-    padded = F.pad(x, (CROP_PAD,) * 4, mode="reflect")
-    offsets = torch.randint(0, 2 * CROP_PAD + 1, (n, 2), device=x.device, generator=generator)
+    pad = CROP_PAD if pad is None else pad
+    padded = F.pad(x, (pad,) * 4, mode="reflect") if pad else x
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), device=x.device, generator=generator)
     rows = (torch.arange(h, device=x.device)[None] + offsets[:, :1])[:, :, None]     # [N, H, 1]
     cols = (torch.arange(w, device=x.device)[None] + offsets[:, 1:])[:, None, :]     # [N, 1, W]
     out = padded[torch.arange(n, device=x.device)[:, None, None], :, rows, cols]     # [N, H, W, C]
@@ -52,12 +58,42 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torc
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A `size` x `size` square (pixels; clipped at the border) set to 0 at a uniformly random centre in each image
+    of x, float [N, C, H, W] -> a new tensor of the same shape and dtype (DeVries & Taylor 2017, "Improved
+    Regularization of Convolutional Neural Networks with Cutout": centres anywhere in the image)."""
+    n, _, h, w = x.shape
+    centre = torch.rand(n, 2, device=x.device, generator=generator) * torch.tensor([h, w], device=x.device)
+    top, left = (centre - size / 2).floor().unbind(1)
+    rows = torch.arange(h, device=x.device)[None]
+    cols = torch.arange(w, device=x.device)[None]
+    inside = (((rows >= top[:, None]) & (rows < top[:, None] + size))[:, :, None]
+              & ((cols >= left[:, None]) & (cols < left[:, None] + size))[:, None, :])     # [N, H, W]
+    return x.masked_fill(inside[:, None], 0)
+
+
+# kind (the dataset table's `augmentation`) -> (images, dataset, crop padding) -> augmented images
 AUGMENTATIONS = {
-    "affine": lambda x, ds: affine(x, background_fill(ds, x.device)),
-    "crop_flip": lambda x, ds: crop_flip(x),
+    "affine": lambda x, ds, pad: affine(x, background_fill(ds, x.device)),
+    "crop_flip": lambda x, ds, pad: crop_flip(x, pad=pad),
 }
 
 
-def augment(x: torch.Tensor, ds: DatasetInfo) -> torch.Tensor:
+def augment(x: torch.Tensor, ds: DatasetInfo, crop_pad: int = CROP_PAD) -> torch.Tensor:
     """A batch x, normalised float [N, C, H, W] on any device, augmented as dataset `ds` says; same shape and dtype."""
-    return AUGMENTATIONS[ds.augmentation](x, ds)
+    return AUGMENTATIONS[ds.augmentation](x, ds, crop_pad)
+
+
+def training_transform(cfg: TrialConfig, ds: DatasetInfo) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """What the training loop applies to each batch, from the config (`augment`, `crop_pad`, `cutout`): None when
+    nothing is on. Validation and test images are never transformed (test-time augmentation is trial.inference's)."""
+    steps = ([lambda x: augment(x, ds, cfg.crop_pad)] if cfg.augment else []) + \
+        ([lambda x: cutout(x, cfg.cutout)] if cfg.cutout else [])
+    if not steps:
+        return None
+
+    def transform(x: torch.Tensor) -> torch.Tensor:
+        for step in steps:
+            x = step(x)
+        return x
+    return transform

@@ -21,10 +21,13 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from .data import INFO
-from .model import ACTIVATIONS, HEADS, POOLS
+from .inference import TTA
+from .model import ACTIVATIONS, FAMILIES, HEADS, POOLS
 from .optim import LOSSES, OPTIMIZERS, SCHEDULES
 
 KEEP = ("best", "last")
+DOWNSAMPLE = ("stride", "pool")
+SHORTCUTS = ("projection", "identity")
 MAX_BLOCKS = 6
 # A tiny run for CI and a first try: `python -m trial --smoke`, `experiments.report --smoke`.
 SMOKE = {"train_subset": 512, "val_size": 256, "epochs": 1}
@@ -42,9 +45,16 @@ class TrialConfig:
     split_seed: int = 0               # fixed across seeds so every run is validated on the same images
     train_subset: int = 0             # train on only this many images (0 = all); for smoke runs and tests
     augment: bool = False             # batched shift/rotate/zoom (28x28) or crop/flip (CIFAR-10) on the device
+    crop_pad: int = 4                 # crop/flip: reflect padding before the random crop, pixels (max translation)
+    cutout: int = 0                   # side of a square set to 0 (the mean) at a random place per training image,
+                                      # pixels (0 = off; DeVries & Taylor 2017, "Improved Regularization ... Cutout")
     # architecture
-    conv_layers: int = 2              # conv blocks, each followed by pooling while the map is larger than 1x1
-    filters: int = 32                 # channels of every block, unless filters_<i> sets block i
+    family: str = "plain"             # a key of trial.model.FAMILIES: "plain" stack, "residual" (He et al. 2016),
+                                      # "airbench" (whitening stem, conv-pool-norm-activation groups; airbench94)
+    width_mult: float = 1.0           # every family: channel counts times this (rounded, at least 1)
+    conv_layers: int = 2              # plain: conv blocks, each followed by pooling while the map is larger than 1x1;
+                                      # residual: stages (each after the first halves the map); airbench: groups
+    filters: int = 32                 # channels of every block (stage, group), unless filters_<i> sets block i
     kernel: int = 3                   # kernel size of every block, unless kernel_<i> sets block i
     filters_1: int = 0                # per-block overrides (0 = use `filters` / `kernel`)
     filters_2: int = 0
@@ -58,7 +68,19 @@ class TrialConfig:
     kernel_4: int = 0
     kernel_5: int = 0
     kernel_6: int = 0
-    convs_per_block: int = 1          # 2 makes VGG-style blocks (conv-conv-pool)
+    blocks: int = 2                   # residual: basic blocks per stage, unless blocks_<i> sets stage i
+    blocks_1: int = 0                 # per-stage overrides (0 = use `blocks`)
+    blocks_2: int = 0
+    blocks_3: int = 0
+    blocks_4: int = 0
+    blocks_5: int = 0
+    blocks_6: int = 0
+    stem_width: int = 0               # residual: channels of the stem conv (0 = the first stage's)
+    downsample: str = "stride"        # residual: "stride" (strided first conv of a stage) or "pool" (2x2 max pool)
+    shortcut: str = "projection"      # residual: "projection" (1x1 conv + BN where the shape changes, option B) or
+                                      # "identity" (subsample and zero-pad, option A; widths must not shrink)
+    whiten_bias_epochs: int = 3       # airbench: epochs the whitening stem's bias trains before it is frozen
+    convs_per_block: int = 1          # plain: 2 makes VGG-style blocks (conv-conv-pool)
     batch_norm: bool = False
     activation: str = "relu"          # a key of trial.model.ACTIVATIONS
     pool: str = "max"                 # a key of trial.model.POOLS
@@ -69,8 +91,12 @@ class TrialConfig:
     # optimisation
     optimizer: str = "adam"           # a key of trial.optim.OPTIMIZERS
     learning_rate: float = 1e-3       # peak learning rate
-    momentum: float = 0.9             # sgd only
+    momentum: float = 0.9             # sgd only (Nesterov momentum whenever it is above 0)
     weight_decay: float = 0.0
+    decoupled_weight_decay: bool = False  # sgd: weights shrink by weight_decay x (lr / learning_rate) per step, not
+                                      # by weight_decay x lr: decay independent of the peak lr (Loshchilov & Hutter
+                                      # 2019; airbench94's SGD); adamw is decoupled already
+    norm_bias_lr_scale: float = 1.0   # BatchNorm biases learn at this times the learning rate (airbench94: 64)
     batch_size: int = 128
     epochs: int = 10                  # the budget; NNI's Hyperband sets it through TRIAL_BUDGET
     loss: str = "cross_entropy"       # a key of trial.optim.LOSSES ("mse": on one-hot targets, softmax outputs)
@@ -78,6 +104,13 @@ class TrialConfig:
     lr_schedule: str = "plateau"      # a key of trial.optim.SCHEDULES
     lr_patience: int = 2              # plateau: epochs without improvement before the lr is cut
     lr_factor: float = 0.5            # plateau: the cut
+    warmup_fraction: float = 0.23     # warmup_linear: fraction of the steps over which the lr rises to its peak
+    lr_start_factor: float = 0.2      # warmup_linear: the lr at the first step, as a fraction of the peak
+    lr_end_factor: float = 0.07       # warmup_linear: the lr at the last step, as a fraction of the peak
+    ema_decay: float = 0.0            # exponential moving average of the weights (and BN statistics) per step, used
+                                      # for validation, test and the saved model (0 = off; e.g. 0.99)
+    tta: str = "none"                 # test-time augmentation of validation and test: "mirror" (average with the
+                                      # flipped image), "mirror_translate" (airbench94's level 2), "none"
     patience: int = 0                 # early stopping: epochs without improvement (0 = off); best weights restored
     keep: str = "best"                # weights at the end: "best" validation epoch, or "last" (training on train+val)
     seed: int = 0
@@ -94,6 +127,9 @@ class TrialConfig:
     def kernels(self) -> list[int]:
         return [getattr(self, f"kernel_{i}") or self.kernel for i in range(1, self.conv_layers + 1)]
 
+    def depths(self) -> list[int]:
+        return [getattr(self, f"blocks_{i}") or self.blocks for i in range(1, self.conv_layers + 1)]
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -102,18 +138,23 @@ class TrialConfig:
         return params_digest(self.to_dict())
 
 
-CHOICES = {"dataset": INFO, "activation": ACTIVATIONS, "pool": POOLS, "head": HEADS, "optimizer": OPTIMIZERS,
-           "loss": LOSSES, "lr_schedule": SCHEDULES, "keep": KEEP}
+CHOICES = {"dataset": INFO, "family": FAMILIES, "activation": ACTIVATIONS, "pool": POOLS, "head": HEADS,
+           "optimizer": OPTIMIZERS, "loss": LOSSES, "lr_schedule": SCHEDULES, "keep": KEEP, "downsample": DOWNSAMPLE,
+           "shortcut": SHORTCUTS, "tta": TTA}
 # (low, high) inclusive bounds; None = unbounded on that side.
 _RANGES = {"val_size": (1, None), "train_subset": (0, None), "conv_layers": (1, MAX_BLOCKS),
            "filters": (1, 4096), "kernel": (1, 11), "convs_per_block": (1, 4), "conv_dropout": (0.0, 0.95),
            "dense_units": (0, 1 << 16), "dropout": (0.0, 0.95), "learning_rate": (1e-8, 10.0),
            "momentum": (0.0, 0.999), "weight_decay": (0.0, 1.0), "batch_size": (1, 1 << 16), "epochs": (1, 10000),
            "label_smoothing": (0.0, 0.5), "lr_patience": (0, None), "lr_factor": (0.01, 1.0), "patience": (0, None),
-           "threads": (0, 1024)}
+           "threads": (0, 1024), "crop_pad": (0, 16), "cutout": (0, 64), "width_mult": (0.05, 16.0),
+           "blocks": (1, 16), "stem_width": (0, 4096), "whiten_bias_epochs": (0, 10000),
+           "norm_bias_lr_scale": (0.001, 1000.0), "warmup_fraction": (0.0, 1.0), "lr_start_factor": (0.0, 1.0),
+           "lr_end_factor": (0.0, 1.0), "ema_decay": (0.0, 0.99999)}
 for _i in range(1, MAX_BLOCKS + 1):
     _RANGES[f"filters_{_i}"] = (0, 4096)
     _RANGES[f"kernel_{_i}"] = (0, 11)
+    _RANGES[f"blocks_{_i}"] = (0, 16)
 # Spellings that NNI search spaces and the studies this project grew from use.
 ALIASES = {"TRIAL_BUDGET": "epochs", "lr": "learning_rate", "num_filters": "filters", "kernel_size": "kernel",
            "dropout_rate": "dropout", "hidden_units": "dense_units", "bn": "batch_norm"}
@@ -215,9 +256,20 @@ def resolve(*layers: Mapping[str, Any] | None) -> TrialConfig:
             merged.update(normalize(layer))
     config = TrialConfig(**merged)
     for i in range(config.conv_layers + 1, MAX_BLOCKS + 1):
-        if getattr(config, f"filters_{i}") or getattr(config, f"kernel_{i}"):
-            raise ConfigError(f"filters_{i}/kernel_{i} set but conv_layers is {config.conv_layers}; "
+        if getattr(config, f"filters_{i}") or getattr(config, f"kernel_{i}") or getattr(config, f"blocks_{i}"):
+            raise ConfigError(f"filters_{i}/kernel_{i}/blocks_{i} set but conv_layers is {config.conv_layers}; "
                               f"raise conv_layers or drop the per-block setting")
+    if config.family == "residual" and config.shortcut == "identity":
+        widths = [config.stem_width or config.channels()[0]] + config.channels()
+        if any(b < a for a, b in zip(widths, widths[1:])):
+            raise ConfigError(f"shortcut 'identity' (zero-padding, option A) cannot shrink channels, widths are "
+                              f"{widths}; use shortcut 'projection' or non-decreasing widths")
+    if config.family == "airbench" and config.conv_layers > 4:
+        raise ConfigError(f"family 'airbench' halves the map in each of conv_layers = {config.conv_layers} groups; "
+                          f"28x28 and 32x32 images allow at most 4")
+    if config.decoupled_weight_decay and config.optimizer != "sgd":
+        raise ConfigError(f"decoupled_weight_decay applies to optimizer 'sgd' (adamw is decoupled already), not "
+                          f"{config.optimizer!r}")
     for i, k in enumerate(config.kernels(), 1):
         if k % 2 == 0:
             key = f"kernel_{i}" if getattr(config, f"kernel_{i}") else "kernel"

@@ -1,14 +1,22 @@
-"""The CNN, built from a TrialConfig: conv blocks, then a dense head with 10 outputs.
+"""The CNN, built from a TrialConfig: one of three families, chosen by `family` and shaped by config keys, so a JSON
+search space can search across and within them (nested choices).
 
-A block is `convs_per_block` x (conv -> [batch norm] -> activation), then pooling while the map is larger than 1x1,
-then optional dropout. Names map to builders through the dicts below; an unknown name is an error listing the valid
-ones (the config checks first, these dicts are the single source of what exists).
+- plain: conv blocks, then a dense head. A block is `convs_per_block` x (conv -> [batch norm] -> activation), then
+  pooling while the map is larger than 1x1, then optional dropout (the studies this project grew from).
+- residual: the CIFAR ResNet of He et al. 2016 (trial/networks.py): a stem conv, `conv_layers` stages of basic blocks
+  (`blocks_<i>` deep, `filters_<i>` wide), identity or projection shortcuts, downsampling by stride or pooling.
+- airbench: airbench94's network (trial/networks.py): a patch-whitening stem initialised from training images, then
+  `conv_layers` conv-pool-norm-activation groups, a scaled linear head.
+`width_mult` scales every family's channels. Names map to builders through the dicts below, the single source of what
+exists (the config accepts exactly their keys).
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from torch import nn
+
+from .networks import AirbenchNet, ResidualNet
 
 if TYPE_CHECKING:
     from .config import TrialConfig
@@ -31,14 +39,25 @@ HEADS = {
 }
 
 
-def build_model(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int = 10) -> nn.Sequential:
+def scaled(width: int, width_mult: float) -> int:
+    """A channel count times the width multiplier, rounded, at least 1."""
+    return max(1, round(width * width_mult))
+
+
+def build_model(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int = 10) -> nn.Module:
     """The CNN `cfg` describes for images of `shape` (C, H, W): it maps normalised float images [N, C, H, W] to
-    logits [N, num_classes] (float32, or bfloat16 under autocast). Names come from ACTIVATIONS, POOLS and HEADS;
-    trial.config.resolve has checked them (a KeyError here means a config that did not go through it)."""
+    logits [N, num_classes] (float32, or bfloat16 under autocast). Names come from FAMILIES, ACTIVATIONS, POOLS and
+    HEADS; trial.config.resolve has checked them (a KeyError here means a config that did not go through it).
+    Raises ValueError for a shape the architecture cannot take (e.g. more downsampling stages than the image
+    allows)."""
+    return FAMILIES[cfg.family](cfg, shape, num_classes)
+
+
+def plain(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
     act, pool = ACTIVATIONS[cfg.activation], POOLS[cfg.pool]
     channels, size = shape[0], shape[1]
     layers: list[nn.Module] = []
-    for width, k in zip(cfg.channels(), cfg.kernels()):
+    for width, k in zip((scaled(c, cfg.width_mult) for c in cfg.channels()), cfg.kernels()):
         for _ in range(cfg.convs_per_block):
             layers.append(nn.Conv2d(channels, width, k, padding=k // 2, bias=not cfg.batch_norm))
             if cfg.batch_norm:
@@ -59,6 +78,21 @@ def build_model(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int 
         layers.append(nn.Dropout(cfg.dropout))
     layers.append(nn.Linear(features, num_classes))
     return nn.Sequential(*layers)
+
+
+def residual(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int) -> ResidualNet:
+    return ResidualNet(shape, num_classes, stem_width=cfg.stem_width or cfg.channels()[0], depths=cfg.depths(),
+                       widths=cfg.channels(), downsample=cfg.downsample, shortcut=cfg.shortcut,
+                       act=ACTIVATIONS[cfg.activation], dropout=cfg.dropout, width_mult=cfg.width_mult)
+
+
+def airbench(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int) -> AirbenchNet:
+    # batch-norm momentum 0.6 and the head's 1/9 scale are airbench94's constants (AirbenchNet's defaults)
+    return AirbenchNet(shape, num_classes, widths=cfg.channels(), act=ACTIVATIONS[cfg.activation],
+                       width_mult=cfg.width_mult)
+
+
+FAMILIES = {"plain": plain, "residual": residual, "airbench": airbench}
 
 
 def count_parameters(model: nn.Module) -> int:

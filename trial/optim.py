@@ -3,7 +3,7 @@
 The tables are the single source of the accepted names: trial/config.py checks `optimizer`, `lr_schedule` and `loss`
 against their keys, so a name added here is a name the config accepts.
 
-    opt = OPTIMIZERS["sgd"](model.parameters(), cfg)
+    opt = OPTIMIZERS["sgd"](param_groups(model, cfg), cfg)
     schedule = SCHEDULES["onecycle"](opt, cfg, total_steps)     # schedule.after_batch(), schedule.after_epoch(acc)
     loss = LOSSES["cross_entropy"](cfg)(logits, labels)
 """
@@ -12,17 +12,36 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 if TYPE_CHECKING:
     from .config import TrialConfig
 
+def param_groups(model: nn.Module, cfg: TrialConfig) -> list[dict]:
+    """The trainable parameters in two groups with their own learning rate and weight decay: BatchNorm biases (at
+    `norm_bias_lr_scale` times the learning rate, as airbench94's bias_scaler) and the rest. With
+    `decoupled_weight_decay` each group's decay is weight_decay / its lr, so that SGD's per-step shrinkage lr x decay
+    is weight_decay times the schedule's factor, whatever the peak lr (Loshchilov & Hutter 2019, "Decoupled Weight
+    Decay Regularization"; airbench94 sets SGD's weight_decay this way)."""
+    norm_biases = {id(m.bias) for m in model.modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
+    trainable = [p for p in model.parameters() if p.requires_grad or id(p) in norm_biases]
+    groups = [{"params": [p for p in trainable if id(p) not in norm_biases], "lr": cfg.learning_rate},
+              {"params": [p for p in trainable if id(p) in norm_biases],
+               "lr": cfg.learning_rate * cfg.norm_bias_lr_scale}]
+    for group in groups:
+        group["weight_decay"] = cfg.weight_decay / group["lr"] if cfg.decoupled_weight_decay else cfg.weight_decay
+    return [g for g in groups if g["params"]]
+
+
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": lambda p, c: torch.optim.Adam(p, lr=c.learning_rate, weight_decay=c.weight_decay),
-    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.learning_rate, weight_decay=c.weight_decay),
-    "sgd": lambda p, c: torch.optim.SGD(p, lr=c.learning_rate, momentum=c.momentum, nesterov=c.momentum > 0,
-                                        weight_decay=c.weight_decay),
+    "adam": lambda groups, c: torch.optim.Adam(groups, lr=c.learning_rate),
+    "adamw": lambda groups, c: torch.optim.AdamW(groups, lr=c.learning_rate),
+    "sgd": lambda groups, c: torch.optim.SGD(groups, lr=c.learning_rate, momentum=c.momentum,
+                                             nesterov=c.momentum > 0),
 }
 
 
@@ -63,9 +82,14 @@ SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, "TrialConfig", int], Sched
     "plateau": lambda opt, c, total: Schedule(torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, "max", factor=c.lr_factor, patience=c.lr_patience)),
     "cosine": lambda opt, c, total: Schedule(torch.optim.lr_scheduler.CosineAnnealingLR(opt, total), per_batch=True),
-    # one-cycle (Smith & Topin 2017) with a quarter of the steps warming up
+    # one-cycle (Smith & Topin 2017) with a quarter of the steps warming up; each group peaks at its own lr
     "onecycle": lambda opt, c, total: Schedule(torch.optim.lr_scheduler.OneCycleLR(
-        opt, c.learning_rate, total_steps=total, pct_start=0.25), per_batch=True),
+        opt, [g["lr"] for g in opt.param_groups], total_steps=total, pct_start=0.25), per_batch=True),
+    # linear rise from lr_start_factor to the peak over warmup_fraction of the steps, then linear decay to
+    # lr_end_factor (airbench94's triangle: 0.2 -> 1 over 23% of the steps -> 0.07)
+    "warmup_linear": lambda opt, c, total: Schedule(torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: float(np.interp(step, [0, c.warmup_fraction * total, total],
+                                          [c.lr_start_factor, 1.0, c.lr_end_factor]))), per_batch=True),
     "constant": lambda opt, c, total: Schedule(),
 }
 

@@ -24,16 +24,19 @@ from typing import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import data as data_mod
 from . import resume
-from .augment import augment
+from .augment import training_transform
 from .config import ConfigError, TrialConfig
+from .inference import evaluate
 from .model import build_model, count_parameters
-from .optim import LOSSES, OPTIMIZERS, SCHEDULES, Loss, Schedule
+from .networks import AirbenchNet
+from .optim import LOSSES, OPTIMIZERS, SCHEDULES, Loss, Schedule, param_groups
 
 Report = Callable[[dict], None]
-EVAL_BATCH = 1024   # images per forward pass in inference
+WHITENING_IMAGES = 5000   # training images the airbench stem's whitening is computed from (airbench94: 5000)
 
 
 class TrainingDiverged(RuntimeError):
@@ -73,39 +76,23 @@ def bf16_supported(device: torch.device) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-@torch.no_grad()
-def infer(model: nn.Module, x: torch.Tensor, amp: bool = False, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Logits of `model` in eval mode for normalised images x, float [N, C, H, W] on the model's device, computed
-    `batch_size` images at a time (bfloat16 autocast when `amp`): float32 [N, classes] on that device. The one
-    inference path of validation during training, retraining and evaluation."""
-    model.eval()
-    outputs = []
-    for i in range(0, len(x), batch_size):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            outputs.append(model(x[i:i + batch_size]).float())
-    return torch.cat(outputs) if outputs else torch.zeros(0, 0, device=x.device)
-
-
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Loss, amp: bool = False) -> dict:
-    """Mean loss and accuracy (fractions, floats) over a whole split: images x [N, C, H, W], int64 labels y [N]."""
-    logits = infer(model, x, amp)
-    return {"loss": float(loss(logits, y)), "accuracy": float((logits.argmax(1) == y).float().mean())}
-
-
-def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, ds: data_mod.DatasetInfo | None = None
+def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
+            transform: Callable[[torch.Tensor], torch.Tensor] | None = None
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of shuffled batches (images [B, C, H, W], labels [B]) from tensors on the device, augmented as
-    dataset `ds` says when given."""
+    """One epoch of shuffled batches (images [B, C, H, W], labels [B]) from tensors on the device, each batch of
+    images passed through `transform` (trial.augment.training_transform) when given."""
     order = torch.randperm(len(x), device=x.device)
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
-        yield (augment(x[idx], ds) if ds is not None else x[idx]), y[idx]
+        yield (transform(x[idx]) if transform is not None else x[idx]), y[idx]
 
 
 def train_epoch(net: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule, loss: Loss,
-                epoch_batches: Iterator[tuple[torch.Tensor, torch.Tensor]], amp: bool = False, progress=None) -> float:
-    """One pass over `epoch_batches`; returns the mean training loss. Raises TrainingDiverged when it is not finite
-    (checked once per epoch: a check per batch would wait for the GPU at every step)."""
+                epoch_batches: Iterator[tuple[torch.Tensor, torch.Tensor]], amp: bool = False, progress=None,
+                ema: AveragedModel | None = None) -> float:
+    """One pass over `epoch_batches`; returns the mean training loss. `ema`, an average of the weights, is updated
+    after every step. Raises TrainingDiverged when the loss is not finite (checked once per epoch: a check per batch
+    would wait for the GPU at every step)."""
     net.train()
     total, seen = None, 0
     for x, y in epoch_batches:
@@ -115,6 +102,8 @@ def train_epoch(net: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule, 
         batch_loss.backward()
         opt.step()
         schedule.after_batch()
+        if ema is not None:
+            ema.update_parameters(net)
         total = batch_loss.detach() * len(y) + (0 if total is None else total)
         seen += len(y)
         if progress is not None:
@@ -154,17 +143,24 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
                                  with_test=cfg.eval_test)
     # channels-last convolutions are faster on GPUs and on CPUs alike (oneDNN), most of all with bfloat16
     model = build_model(cfg, d.info.shape).to(device, memory_format=torch.channels_last)
+    if isinstance(model, AirbenchNet):
+        model.init_whitening(d.train_x[:WHITENING_IMAGES])
     # `net` runs the batches; `model` owns the weights (a compiled wrapper would prefix every state-dict key)
     net = torch.compile(model) if cfg.compile else model
-    opt = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
+    # the weights evaluated and kept: an exponential moving average of the model's (buffers too) where asked for
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) \
+        if cfg.ema_decay else None
+    scored = ema.module if ema is not None else net
+    opt = OPTIMIZERS[cfg.optimizer](param_groups(model, cfg), cfg)
     steps_per_epoch = math.ceil(len(d.train_x) / cfg.batch_size)
     schedule = SCHEDULES[cfg.lr_schedule](opt, cfg, cfg.epochs * steps_per_epoch)
     loss = LOSSES[cfg.loss](cfg)
     bar = _progress_bar(cfg.epochs * len(d.train_x)) if progress else None
     startup = time.time() - _process_start()   # imports, data, model: what a trial pays before its first step
 
-    state = resume.restore(Path(resume_from), cfg, model, opt, schedule, steps_per_epoch) if resume_from \
+    state = resume.restore(Path(resume_from), cfg, model, opt, schedule, steps_per_epoch, ema) if resume_from \
         else resume.RunState()
+    transform = training_transform(cfg, d.info)
     resumed_from, diverged = len(state.history), None
     for metrics in state.history:   # the curve stays whole in the dashboard
         if report is not None:
@@ -173,13 +169,15 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
         bar.update(resumed_from * len(d.train_x))
     for epoch in range(resumed_from + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
+        if isinstance(model, AirbenchNet):   # airbench94 trains the whitening bias for its first epochs only
+            model.set_whitening_bias_trainable(epoch <= cfg.whiten_bias_epochs)
         try:
             train_loss = train_epoch(net, opt, schedule, loss, batches(d.train_x, d.train_y, cfg.batch_size,
-                                                                       d.info if cfg.augment else None), amp, bar)
+                                                                       transform), amp, bar, ema)
         except TrainingDiverged as err:
             diverged = f"{err} in epoch {epoch}; lower learning_rate or turn on batch_norm"
             break
-        val = evaluate(net, d.val_x, d.val_y, loss, amp)
+        val = evaluate(scored, d.val_x, d.val_y, loss, amp, cfg.tta)
         schedule.after_epoch(val["accuracy"])
         metrics = {"default": val["accuracy"], "val_loss": val["loss"], "train_loss": train_loss,
                    "lr": opt.param_groups[0]["lr"], "epoch": epoch, "epoch_seconds": time.perf_counter() - t0}
@@ -189,19 +187,19 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
         if val["accuracy"] > state.best_acc:
             state.best_acc, state.best_epoch, state.stale = val["accuracy"], epoch, 0
             if cfg.keep == "best":
-                state.best_state = copy.deepcopy(model.state_dict())
+                state.best_state = copy.deepcopy(_weights(model, ema))
         else:
             state.stale += 1
         if report is not None:
             report(metrics)
         if resume_from:
-            resume.save(Path(resume_from), cfg, epoch, model, opt, schedule, state)
+            resume.save(Path(resume_from), cfg, epoch, model, opt, schedule, state, ema)
         if cfg.patience and state.stale >= cfg.patience:
             break
     if bar is not None:
         bar.close()
 
-    kept = copy.deepcopy(model.state_dict()) if cfg.keep == "last" and state.history else state.best_state
+    kept = copy.deepcopy(_weights(model, ema)) if cfg.keep == "last" and state.history else state.best_state
     if kept is not None:
         model.load_state_dict(kept)   # early stopping restores the best-validation weights
     final = {"default": max(state.best_acc, 0.0), "best_val_accuracy": max(state.best_acc, 0.0),
@@ -210,13 +208,18 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
              "startup_seconds": startup, "device": str(device), "bf16_autocast": amp, **hardware(device),
              "diverged": diverged is not None}
     if cfg.eval_test and kept is not None:
-        final["test_accuracy"] = evaluate(net, d.test_x, d.test_y, loss, amp)["accuracy"]
+        final["test_accuracy"] = evaluate(net, d.test_x, d.test_y, loss, amp, cfg.tta)["accuracy"]
     if diverged:
         print(f"[train] {diverged}", file=sys.stderr)
         final["error"] = diverged   # before saving: final.json says why the run stopped
     if output_dir is not None:
         save_run(Path(output_dir), cfg, state.history, final, kept)
     return TrainResult(model.eval(), final, state.history, cfg)
+
+
+def _weights(model: nn.Module, ema: AveragedModel | None) -> dict:
+    """The state dict that is scored and kept: the moving average's where there is one (same keys as the model's)."""
+    return ema.module.state_dict() if ema is not None else model.state_dict()
 
 
 def hardware(device: torch.device) -> dict:

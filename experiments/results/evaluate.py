@@ -17,7 +17,7 @@ from torch import nn
 from trial import data as data_mod
 from trial.config import TrialConfig, resolve
 from trial.model import build_model
-from trial.train import infer
+from trial.inference import infer
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, TrialConfig]:
@@ -31,10 +31,10 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, TrialConfig]:
     return model.eval(), cfg
 
 
-def predict_proba(model: nn.Module, x: torch.Tensor, amp: bool = False) -> np.ndarray:
+def predict_proba(model: nn.Module, x: torch.Tensor, amp: bool = False, tta: str = "none") -> np.ndarray:
     """Class probabilities, float32 [N, classes] as numpy, for normalised images x [N, C, H, W] on the model's
-    device (trial.train.infer, then softmax)."""
-    return infer(model, x, amp).softmax(1).cpu().numpy()
+    device (trial.inference.infer with test-time augmentation `tta`, then softmax)."""
+    return infer(model, x, amp, tta).softmax(1).cpu().numpy()
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, class_names) -> dict:

@@ -117,7 +117,7 @@ def _run_seed(params: dict, overrides: dict, seed: int, run_dir: Path, protocol:
             f"{m['epoch_seconds']:.0f}s", file=sys.stderr, flush=True))
         result = train(cfg, report, data=data, output_dir=run_dir, progress=progress)
         final, model = result.metrics, result.model
-        proba = predict_proba(model, data.test_x)   # float32, as the exported model runs
+        proba = predict_proba(model, data.test_x, tta=cfg.tta)   # float32, as the exported model runs
         y = data.test_y.cpu().numpy()
         metrics = classification_metrics(y, proba, data.info.classes)
         np.savez_compressed(run_dir / "test_predictions.npz", proba=proba, y=y)

@@ -37,6 +37,13 @@ def test_quick_benchmark_writes_every_key(tmp_path):
         assert set(rates) == {"harness", "bare", "dataloader"} and all(v > 0 for v in rates.values())
         assert result["throughput"][ds]["harness_vs_bare"] == pytest.approx(rates["harness"] / rates["bare"])
     assert result["harness_vs_bare"] == min(result["throughput"][d]["harness_vs_bare"] for d in ("fmnist", "cifar10"))
+    for ds in ("fmnist", "cifar10"):
+        families = result["families"][ds]
+        assert set(families) == {"plain", "residual", "airbench"}
+        for f in families.values():
+            assert all(v > 0 for v in f["images_per_s"].values()) and 0 <= f["val_accuracy"] <= 1
+            assert f["val_accuracy_per_cpu_minute"] == pytest.approx(f["val_accuracy"] / f["cpu_minutes"])
+    assert "acc/CPU-min" in done.stdout
     assert result["trial_start_cold_s"] > 0 and result["trial_start_warm_s"] > 0
     assert result["nni"]["trials"] == 4 and len(result["nni"]["gaps_s"]) == 2
     assert "harness img/s" in done.stdout and "trial start to first step" in done.stdout

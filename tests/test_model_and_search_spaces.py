@@ -67,8 +67,9 @@ def distinct(configs):
     return list(seen.values())
 
 
-def one_step(cfg: config.TrialConfig) -> None:
-    """Build for the dataset's shape, forward a batch of 4, one optimizer step; loss and weights stay finite."""
+def one_step(cfg: config.TrialConfig, export: bool = False) -> None:
+    """Build for the dataset's shape, forward a batch of 4, one optimizer step; loss and weights stay finite; with
+    `export`, torch.export traces the stepped model and gives its eager output."""
     info = INFO[cfg.dataset]
     torch.manual_seed(0)
     net = model.build_model(cfg, info.shape)
@@ -77,7 +78,7 @@ def one_step(cfg: config.TrialConfig) -> None:
     if cfg.augment:
         x = augment.augment(x, info)
     y = torch.arange(BATCH) % 10
-    opt = optim.OPTIMIZERS[cfg.optimizer](net.parameters(), cfg)
+    opt = optim.OPTIMIZERS[cfg.optimizer](optim.param_groups(net, cfg), cfg)
     out = net(x)
     assert out.shape == (BATCH, 10), cfg
     loss = optim.LOSSES[cfg.loss](cfg)(out, y)
@@ -86,6 +87,10 @@ def one_step(cfg: config.TrialConfig) -> None:
     loss.backward()
     opt.step()
     assert all(torch.isfinite(p).all() for p in net.parameters()), cfg
+    if export:
+        net.eval()
+        program = torch.export.export(net, (x,))
+        torch.testing.assert_close(program.module()(x), net(x))
 
 
 def test_every_search_space_has_a_dataset():
@@ -97,10 +102,12 @@ def test_every_search_space_has_a_dataset():
 @pytest.mark.parametrize("space,draws", [pytest.param(s, n, marks=[pytest.mark.slow] if n == DRAWS else [],
                                                       id=f"{s.stem}-{n}") for s in SPACES for n in (FAST_DRAWS, DRAWS)])
 def test_every_drawn_config_builds_and_trains_one_step(space, draws):
+    """...and, for the network-family spaces in the slow tier, exports (the fast tier exports every family in
+    tests/test_recipe.py)."""
     configs = drawn_configs(space, draws)
     assert all(c.dataset == dataset_of(space) for c in configs)
     for cfg in distinct(configs):
-        one_step(cfg)
+        one_step(cfg, export=draws == DRAWS and space.stem.endswith("_families"))
 
 
 @pytest.mark.parametrize("space", SPACES, ids=[s.stem for s in SPACES])

@@ -109,6 +109,8 @@ class TrialConfig:
     lr_end_factor: float = 0.07       # warmup_linear: the lr at the last step, as a fraction of the peak
     ema_decay: float = 0.0            # exponential moving average of the weights (and BN statistics) per step, used
                                       # for validation, test and the saved model (0 = off; e.g. 0.99)
+    lookahead: bool = False           # with ema_decay: airbench94's lookahead instead (every 5 steps the weights move
+                                      # to their average, whose decay grows as (step / total)^3; trial/averaging.py)
     tta: str = "none"                 # test-time augmentation of validation and test: "mirror" (average with the
                                       # flipped image), "mirror_translate" (airbench94's level 2), "none"
     patience: int = 0                 # early stopping: epochs without improvement (0 = off); best weights restored
@@ -267,6 +269,9 @@ def resolve(*layers: Mapping[str, Any] | None) -> TrialConfig:
     if config.family == "airbench" and config.conv_layers > 4:
         raise ConfigError(f"family 'airbench' halves the map in each of conv_layers = {config.conv_layers} groups; "
                           f"28x28 and 32x32 images allow at most 4")
+    if config.lookahead and not config.ema_decay:
+        raise ConfigError("lookahead averages with ema_decay per step: set ema_decay (airbench94: 0.95) or turn "
+                          "lookahead off")
     if config.decoupled_weight_decay and config.optimizer != "sgd":
         raise ConfigError(f"decoupled_weight_decay applies to optimizer 'sgd' (adamw is decoupled already), not "
                           f"{config.optimizer!r}")
@@ -287,8 +292,8 @@ def params_digest(params: Mapping[str, Any]) -> str:
 
 
 def load_params_file(path: str) -> dict[str, Any]:
-    """Read a params file (JSON, or YAML by extension; a baseline is one of these) into a dict. Raises OSError for an
-    unreadable file, ConfigError for one that is not a mapping of parameters."""
+    """Read a params file (JSON, or YAML by extension; a baseline is one of these) into a dict, without its optional
+    top-level "_comment". Raises OSError for an unreadable file, ConfigError for one that is not a mapping."""
     with open(path) as fh:
         text = fh.read()
     if path.endswith((".yml", ".yaml")):
@@ -301,4 +306,5 @@ def load_params_file(path: str) -> dict[str, Any]:
             raise ConfigError(f"params file {path} is not valid JSON: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"params file {path} must hold a mapping of parameter names to values")
+    data.pop("_comment", None)   # JSON has no comments: a params file may say where its values come from here
     return data

@@ -49,8 +49,9 @@ def resume_path(cfg: TrialConfig, directory: str | os.PathLike | None = None) ->
 
 
 def restore(path: Path, cfg: TrialConfig, model: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule,
-            steps_per_epoch: int, ema: nn.Module | None = None) -> RunState:
-    """Load the state saved at `path` for this config into model, optimizer, schedule, the weight average `ema` and
+            steps_per_epoch: int, average=None) -> RunState:
+    """Load the state saved at `path` for this config into model, optimizer, schedule, the weight average (an
+    EMA or Lookahead of trial/averaging.py) and
     the torch RNG, and return the loop's state; a fresh RunState (with a warning on stderr when a file was there but
     unusable) otherwise."""
     if not path.is_file():
@@ -68,20 +69,20 @@ def restore(path: Path, cfg: TrialConfig, model: nn.Module, opt: torch.optim.Opt
         return RunState()
     model.load_state_dict(saved["model"])
     opt.load_state_dict(saved["optimizer"])
-    if ema is not None:
-        ema.load_state_dict(saved["ema"])
+    if average is not None and saved.get("average") is not None:
+        average.load_state_dict(saved["average"])
     schedule.restore(saved["scheduler"], saved["epoch"] * steps_per_epoch)
     torch.set_rng_state(saved["rng"])
     return RunState(**saved["state"])
 
 
 def save(path: Path, cfg: TrialConfig, epoch: int, model: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule,
-         state: RunState, ema: nn.Module | None = None) -> None:
+         state: RunState, average=None) -> None:
     """Write the run's state after `epoch` atomically (temporary file, then rename): a reader sees the old state or
     the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({"key": resume_key(cfg), "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": schedule.state_dict(), "rng": torch.get_rng_state(), "state": vars(state),
-                "ema": ema.state_dict() if ema is not None else None}, tmp)
+                "average": average.state_dict() if average is not None else None}, tmp)
     os.replace(tmp, path)

@@ -24,11 +24,11 @@ from typing import Callable, Iterator
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import data as data_mod
 from . import resume
 from .augment import training_transform
+from .averaging import EMA, Lookahead, weight_average
 from .config import ConfigError, TrialConfig
 from .inference import evaluate
 from .model import build_model, count_parameters
@@ -89,10 +89,10 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
 
 def train_epoch(net: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule, loss: Loss,
                 epoch_batches: Iterator[tuple[torch.Tensor, torch.Tensor]], amp: bool = False, progress=None,
-                ema: AveragedModel | None = None) -> float:
-    """One pass over `epoch_batches`; returns the mean training loss. `ema`, an average of the weights, is updated
-    after every step. Raises TrainingDiverged when the loss is not finite (checked once per epoch: a check per batch
-    would wait for the GPU at every step)."""
+                average: EMA | Lookahead | None = None) -> float:
+    """One pass over `epoch_batches`; returns the mean training loss. `average`, an average of the weights
+    (trial/averaging.py), is updated after every step. Raises TrainingDiverged when the loss is not finite (checked
+    once per epoch: a check per batch would wait for the GPU at every step)."""
     net.train()
     total, seen = None, 0
     for x, y in epoch_batches:
@@ -102,8 +102,8 @@ def train_epoch(net: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule, 
         batch_loss.backward()
         opt.step()
         schedule.after_batch()
-        if ema is not None:
-            ema.update_parameters(net)
+        if average is not None:
+            average.update(net)
         total = batch_loss.detach() * len(y) + (0 if total is None else total)
         seen += len(y)
         if progress is not None:
@@ -147,18 +147,16 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
         model.init_whitening(d.train_x[:WHITENING_IMAGES])
     # `net` runs the batches; `model` owns the weights (a compiled wrapper would prefix every state-dict key)
     net = torch.compile(model) if cfg.compile else model
-    # the weights evaluated and kept: an exponential moving average of the model's (buffers too) where asked for
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) \
-        if cfg.ema_decay else None
-    scored = ema.module if ema is not None else net
     opt = OPTIMIZERS[cfg.optimizer](param_groups(model, cfg), cfg)
     steps_per_epoch = math.ceil(len(d.train_x) / cfg.batch_size)
+    average = weight_average(model, cfg, cfg.epochs * steps_per_epoch)
+    scored = average.scored(net) if average is not None else net   # what validation sees
     schedule = SCHEDULES[cfg.lr_schedule](opt, cfg, cfg.epochs * steps_per_epoch)
     loss = LOSSES[cfg.loss](cfg)
     bar = _progress_bar(cfg.epochs * len(d.train_x)) if progress else None
     startup = time.time() - _process_start()   # imports, data, model: what a trial pays before its first step
 
-    state = resume.restore(Path(resume_from), cfg, model, opt, schedule, steps_per_epoch, ema) if resume_from \
+    state = resume.restore(Path(resume_from), cfg, model, opt, schedule, steps_per_epoch, average) if resume_from \
         else resume.RunState()
     transform = training_transform(cfg, d.info)
     resumed_from, diverged = len(state.history), None
@@ -173,7 +171,7 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
             model.set_whitening_bias_trainable(epoch <= cfg.whiten_bias_epochs)
         try:
             train_loss = train_epoch(net, opt, schedule, loss, batches(d.train_x, d.train_y, cfg.batch_size,
-                                                                       transform), amp, bar, ema)
+                                                                       transform), amp, bar, average)
         except TrainingDiverged as err:
             diverged = f"{err} in epoch {epoch}; lower learning_rate or turn on batch_norm"
             break
@@ -187,19 +185,21 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
         if val["accuracy"] > state.best_acc:
             state.best_acc, state.best_epoch, state.stale = val["accuracy"], epoch, 0
             if cfg.keep == "best":
-                state.best_state = copy.deepcopy(_weights(model, ema))
+                state.best_state = copy.deepcopy(scored.state_dict())
         else:
             state.stale += 1
         if report is not None:
             report(metrics)
         if resume_from:
-            resume.save(Path(resume_from), cfg, epoch, model, opt, schedule, state, ema)
+            resume.save(Path(resume_from), cfg, epoch, model, opt, schedule, state, average)
         if cfg.patience and state.stale >= cfg.patience:
             break
     if bar is not None:
         bar.close()
 
-    kept = copy.deepcopy(_weights(model, ema)) if cfg.keep == "last" and state.history else state.best_state
+    if average is not None and state.history:
+        average.finish(model)
+    kept = copy.deepcopy(model.state_dict()) if cfg.keep == "last" and state.history else state.best_state
     if kept is not None:
         model.load_state_dict(kept)   # early stopping restores the best-validation weights
     final = {"default": max(state.best_acc, 0.0), "best_val_accuracy": max(state.best_acc, 0.0),
@@ -215,11 +215,6 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     if output_dir is not None:
         save_run(Path(output_dir), cfg, state.history, final, kept)
     return TrainResult(model.eval(), final, state.history, cfg)
-
-
-def _weights(model: nn.Module, ema: AveragedModel | None) -> dict:
-    """The state dict that is scored and kept: the moving average's where there is one (same keys as the model's)."""
-    return ema.module.state_dict() if ema is not None else model.state_dict()
 
 
 def hardware(device: torch.device) -> dict:

@@ -14,6 +14,8 @@ Measures, on the same model, batch size and device:
   - NNI's overhead per trial in a real local experiment of short trials (skipped where nni is absent);
   - the epochs a Hyperband iteration saves because promoted configurations resume (trial/resume.py): from the
     schedule of the shipped study (R=9, eta=3), and measured on a real small iteration;
+  - per network family (plain CNN, ResNet-20, airbench94 at half width): the harness's images/s against the bare loop
+    over the same model, and the validation accuracy a short run reaches per CPU-minute;
   - peak memory (RSS; GPU memory on a GPU).
 The JSON (--json) holds harness_vs_bare, harness_vs_dataloader (the lower of the two datasets' ratios),
 trial_start_warm_s, trial_start_cold_s, nni_overhead_s_per_trial, hyperband_epochs_saved_frac and device, plus detail.
@@ -37,27 +39,33 @@ import torchvision.transforms as T
 
 from trial import REPO
 from trial import data as data_mod
-from trial.augment import augment
-from trial.config import resolve
-from trial.model import build_model
-from trial.optim import LOSSES, OPTIMIZERS, SCHEDULES
-from trial.train import batches, bf16_supported, pick_device, train_epoch
+from trial.augment import augment, training_transform
+from trial.averaging import weight_average
+from trial.config import load_params_file, resolve
+from trial.model import build_model, count_parameters
+from trial.optim import LOSSES, OPTIMIZERS, SCHEDULES, param_groups
+from trial.train import batches, bf16_supported, pick_device, train, train_epoch
 
 from ..launch import local
 from ..tuners import fixed_hyperband, hyperband_resume_saving, hyperband_trials
 
 MODEL = {"conv_layers": 2, "filters_1": 32, "filters_2": 64, "dense_units": 128, "dropout": 0.25,
          "augment": True, "batch_size": 128, "lr_schedule": "constant"}
+# one representative per network family: the plain CNN above, ResNet-20, airbench94 at half width
+FAMILY_MODELS = {"plain": MODEL, "residual": load_params_file(str(REPO / "baselines" / "resnet.json")),
+                 "airbench": {**load_params_file(str(REPO / "baselines" / "airbench_cifar10.json")), "width_mult": 0.5}}
 
 
 # ---------------------------------------------------------------------------------------------------- throughput
-def _setup(dataset: str, n: int, device: torch.device):
-    cfg = resolve(MODEL, {"dataset": dataset, "train_subset": n, "val_size": 100})   # validation is not timed
+def _setup(dataset: str, n: int, device: torch.device, params: dict = MODEL):
+    cfg = resolve(params, {"dataset": dataset, "train_subset": n, "val_size": 100})   # validation is not timed
     d = data_mod.prepare(dataset, cfg.val_size, cfg.split_seed, device, n, with_test=False)
     torch.manual_seed(0)
     # the same model, layout and precision as a trial gets, in all three pipelines: only the data path differs
     model = build_model(cfg, d.info.shape).to(device, memory_format=torch.channels_last)
-    return cfg, d, model, OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
+    if hasattr(model, "init_whitening"):
+        model.init_whitening(d.train_x[:5000])
+    return cfg, d, model, OPTIMIZERS[cfg.optimizer](param_groups(model, cfg), cfg)
 
 
 def _sync(device):
@@ -66,32 +74,34 @@ def _sync(device):
 
 
 def _harness_epoch(cfg, d, net, opt) -> None:
-    """One epoch of trial.train.train_epoch, exactly as a trial runs it."""
-    schedule = SCHEDULES[cfg.lr_schedule](opt, cfg, 1)
-    train_epoch(net, opt, schedule, LOSSES[cfg.loss](cfg), batches(d.train_x, d.train_y, cfg.batch_size, d.info),
-                bf16_supported(d.train_x.device))
+    """One epoch of trial.train.train_epoch, exactly as a trial runs it (schedule, augmentation, weight average)."""
+    steps = -(-len(d.train_x) // cfg.batch_size)
+    schedule = SCHEDULES[cfg.lr_schedule](opt, cfg, steps)
+    train_epoch(net, opt, schedule, LOSSES[cfg.loss](cfg),
+                batches(d.train_x, d.train_y, cfg.batch_size, training_transform(cfg, d.info)),
+                bf16_supported(d.train_x.device), average=weight_average(net, cfg, steps))
 
 
-def harness_run(dataset, n, device) -> float:
+def harness_run(dataset, n, device, params: dict = MODEL) -> float:
     """Images/s of the harness's own epoch loop."""
-    cfg, d, model, opt = _setup(dataset, n, device)
+    cfg, d, model, opt = _setup(dataset, n, device, params)
     t0 = time.perf_counter()
     _harness_epoch(cfg, d, model, opt)
     _sync(device)
     return len(d.train_x) / (time.perf_counter() - t0)
 
 
-def bare_run(dataset, n, device) -> float:
+def bare_run(dataset, n, device, params: dict = MODEL) -> float:
     """The ceiling: the least code that trains this model on in-memory tensors with the same augmentation."""
-    cfg, d, model, opt = _setup(dataset, n, device)
+    cfg, d, model, opt = _setup(dataset, n, device, params)
     model.train()
     t0 = time.perf_counter()
     perm = torch.randperm(len(d.train_x), device=device)
     for i in range(0, len(perm), cfg.batch_size):
         idx = perm[i:i + cfg.batch_size]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_supported(device)):
-            loss = torch.nn.functional.cross_entropy(model(augment(d.train_x[idx], d.info)).float(),
-                                                     d.train_y[idx])
+            loss = torch.nn.functional.cross_entropy(model(augment(d.train_x[idx], d.info, cfg.crop_pad)).float(),
+                                                     d.train_y[idx], label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -186,6 +196,32 @@ def throughput(dataset: str, n: int, rounds: int, device, workers: int, compiled
                if compiled else {})}
 
 
+def family_study(dataset: str, n: int, rounds: int, device, epochs: int) -> dict:
+    """Per network family (FAMILY_MODELS): the harness's images/s against the bare loop over the same model, batch
+    and augmentation (alternating rounds, medians), and a short training run's validation accuracy per CPU-minute
+    (`epochs` epochs on `n` images, validated on 2,000; CPU time of this process, all threads)."""
+    out = {}
+    for family, params in FAMILY_MODELS.items():
+        harness_run(dataset, min(n, 1024), device, params)     # warm-up
+        runs = {"harness": [], "bare": []}
+        for r in range(rounds):
+            for name in (["harness", "bare"] if r % 2 == 0 else ["bare", "harness"]):
+                runs[name].append((harness_run if name == "harness" else bare_run)(dataset, n, device, params))
+        med = {k: float(np.median(v)) for k, v in runs.items()}
+        val_size = min(2000, len(data_mod.load(dataset).train_x) - n)   # tests' tiny datasets hold fewer
+        cfg = resolve(params, {"dataset": dataset, "train_subset": n, "val_size": val_size, "epochs": epochs,
+                               "eval_test": False, "keep": "last"})
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        result = train(cfg)
+        cpu_minutes = (time.process_time() - cpu0) / 60
+        accuracy = result.history[-1]["default"]
+        out[family] = {"images_per_s": med, "runs": runs, "harness_vs_bare": med["harness"] / med["bare"],
+                       "params": count_parameters(result.model), "val_accuracy": accuracy, "epochs": epochs,
+                       "images": n, "cpu_minutes": cpu_minutes, "wall_minutes": (time.perf_counter() - wall0) / 60,
+                       "val_accuracy_per_cpu_minute": accuracy / cpu_minutes}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------- trial start
 def trial_start(dataset: str, cache: Path, repeats: int) -> dict:
     """Seconds from process start to the first training step of `python -m trial` (from its final.json)."""
@@ -267,6 +303,9 @@ def main(argv=None) -> int:
     result["throughput"] = tp
     result["harness_vs_bare"] = min(t["harness_vs_bare"] for t in tp.values())
     result["harness_vs_dataloader"] = min(t["harness_vs_dataloader"] for t in tp.values())
+    result["families"] = {ds: family_study(ds, n, 2, device, 2) for ds in ("fmnist", "cifar10")}
+    result["family_harness_vs_bare"] = min(f["harness_vs_bare"] for fams in result["families"].values()
+                                           for f in fams.values())
     with tempfile.TemporaryDirectory() as cold:
         cold_runs = []
         for i in range(2 if args.quick else 3):   # each in a fresh cache: decoding included
@@ -291,6 +330,14 @@ def main(argv=None) -> int:
         m = t["images_per_s"]
         print(f"{ds:<9} {m['harness']:>14.0f} {m['bare']:>11.0f} {m['dataloader']:>13.0f} "
               f"{t['harness_vs_bare']:>8.2f} {t['harness_vs_dataloader']:>10.2f}")
+    print(f"{'dataset':<9} {'family':<9} {'params':>9} {'harness img/s':>14} {'bare img/s':>11} {'vs bare':>8} "
+          f"{'val acc':>8} {'CPU min':>8} {'acc/CPU-min':>12}")
+    for ds, fams in result["families"].items():
+        for family, f in fams.items():
+            m = f["images_per_s"]
+            print(f"{ds:<9} {family:<9} {f['params']:>9,} {m['harness']:>14.0f} {m['bare']:>11.0f} "
+                  f"{f['harness_vs_bare']:>8.2f} {f['val_accuracy']:>8.4f} {f['cpu_minutes']:>8.2f} "
+                  f"{f['val_accuracy_per_cpu_minute']:>12.3f}")
     if args.compile:
         print("torch.compile: " + ", ".join(f"{ds} {t['compiled_vs_harness']:.2f}x the eager harness (compiling took "
                                              f"{t['compile_s']:.0f} s)" for ds, t in tp.items()))

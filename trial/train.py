@@ -185,7 +185,8 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
         if val["accuracy"] > state.best_acc:
             state.best_acc, state.best_epoch, state.stale = val["accuracy"], epoch, 0
             if cfg.keep == "best":
-                state.best_state = copy.deepcopy(scored.state_dict())
+                # from the plain module: a compiled wrapper would prefix every key
+                state.best_state = copy.deepcopy((average.scored(model) if average else model).state_dict())
         else:
             state.stale += 1
         if report is not None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests import tiny_data
+from trial import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CNNSEARCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

@@ -26,9 +26,8 @@ from typing import Callable
 import yaml
 
 from experiments.launch import secure
-
-REPO = Path(__file__).resolve().parent.parent
-FINISHED = {"SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"}
+from experiments.results.export import END_STATES as FINISHED
+from trial import REPO
 
 
 def nnictl_path() -> str | None:

@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from trial import augment, config, model, optim, search_space
+from trial import REPO, augment, config, model, optim, search_space
 from trial.data import INFO, background_fill, normalise
 
-REPO = Path(__file__).resolve().parent.parent
 SPACES = sorted((REPO / "search_spaces").glob("*.json"))
 BASELINES = sorted((REPO / "baselines").glob("*.json"))
 DRAWS = 300          # per search space in the slow tier

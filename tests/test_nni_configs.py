@@ -22,11 +22,11 @@ import pytest
 import yaml
 from nni.experiment.config import ExperimentConfig
 
+from trial import REPO
 from trial.__main__ import parse_args
 from trial.config import TrialConfig, load_params_file, resolve
 from trial.search_space import load_space, sample
 
-REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "nni_configs").glob("*.yml"))
 NAMES = [p.name for p in CONFIGS]
 DRAWS = 50

@@ -25,10 +25,9 @@ import torch
 import yaml
 
 from tests import sshd, tiny_data
-from trial import data
+from trial import REPO, data
 
 pytestmark = [pytest.mark.ssh, pytest.mark.skipif(sshd.available() is not None, reason=str(sshd.available()))]
-REPO = Path(__file__).resolve().parent.parent
 PROBE = "cnnsearch_prepare_probe"
 
 

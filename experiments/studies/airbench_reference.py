@@ -595,6 +595,25 @@ def train_reference(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.
 ############################################
 
 
+def harness_run(args) -> dict:
+    """The same run through this project's harness (trial.train via experiments.results.retrain, protocol
+    train_val: all 50,000 training images, the last weights scored on the test split with the config's TTA)."""
+    import tempfile
+
+    from experiments.results.retrain import retrain
+    from trial import REPO
+    from trial.config import load_params_file
+    params = {**load_params_file(str(REPO / "baselines" / "airbench_cifar10.json")), "width_mult": args.width_mult,
+              "amp": args.bf16, "batch_size": args.batch_size}
+    if args.subset:
+        params["train_subset"] = args.subset
+    with tempfile.TemporaryDirectory() as out:
+        run = retrain(params, [args.seed], out, "train_val", epochs=round(args.epochs), data_dir=args.data_dir,
+                      progress=False, extra={"threads": torch.get_num_threads()})[0]
+    return {"test_accuracy_tta": run["test"]["accuracy"], "train_seconds": run["final"]["train_seconds"],
+            "config": run["config"], "per_epoch": run["final"].get("epochs_run")}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m experiments.studies.airbench_reference",
                                 description="airbench94 (CIFAR-10) reference run on the CPU; see the module docstring.")
@@ -607,6 +626,10 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=hyp['opt']['batch_size'], help="recipe: 1024")
     p.add_argument("--data-dir", default=None, help="where CIFAR10/ is (default: where trial.data looks)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the result here")
+    p.add_argument("--compare", action="store_true",
+                   help="then train baselines/airbench_cifar10.json with this project's harness on the same data "
+                        "(train + validation = the 50,000 training images, scored on the test split), epochs, "
+                        "width, seed, threads and precision, and print both")
     args = p.parse_args(argv)
 
     if args.threads:
@@ -633,6 +656,12 @@ def main(argv=None) -> dict:
     print(f"test accuracy {result['test_accuracy']:.4f}  with TTA {result['test_accuracy_tta']:.4f}  "
           f"train seconds {result['train_seconds']:.1f}  (TTA eval {result['tta_seconds']:.1f})  "
           f"cpu avx512_bf16 {has_bf16}")
+    if args.compare:
+        result["harness"] = harness_run(args)
+        h = result["harness"]
+        print(f"harness (baselines/airbench_cifar10.json): test accuracy with TTA {h['test_accuracy_tta']:.4f}, "
+              f"train seconds {h['train_seconds']:.1f}; reference {result['test_accuracy_tta']:.4f}: difference "
+              f"{h['test_accuracy_tta'] - result['test_accuracy_tta']:+.4f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

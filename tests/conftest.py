@@ -22,6 +22,17 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One torch thread for a module of tiny-batch tests (threads only add overhead there, and other tests may share
+    the CPU); the count is restored afterwards."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def isolated_env(tmp_path, monkeypatch):
     """A private cache and no downloads: tests never touch ~/.cache or the network."""

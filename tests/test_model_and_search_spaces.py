@@ -30,12 +30,7 @@ _NOT_STRUCTURAL = {"learning_rate", "momentum", "weight_decay", "batch_size", "e
                    "eval_test", "conv_dropout", "dropout", "label_smoothing", "keep"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)    # tiny batches: threads only add overhead, and other tests may share the CPU
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def dataset_of(space: Path) -> str:

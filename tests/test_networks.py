@@ -34,12 +34,7 @@ CASES = ([pytest.param(ResidualNet, kw, id=f"residual-{name}") for name, kw in R
          + [pytest.param(AirbenchNet, kw, id=f"airbench-{name}") for name, kw in AIRBENCH.items()])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)    # tiny batches: threads only add overhead, and other tests may share the CPU
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))

@@ -26,8 +26,7 @@ TINY = {"dataset": "cifar10", "val_size": 96, "train_subset": 256, "batch_size":
 
 
 @pytest.fixture
-def tiny(tiny_root):
-    torch.set_num_threads(1)
+def tiny(tiny_root, torch_one_thread):
     return tiny_root
 
 

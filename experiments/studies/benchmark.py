@@ -44,7 +44,8 @@ from trial.averaging import weight_average
 from trial.config import load_params_file, resolve
 from trial.model import build_model, count_parameters
 from trial.optim import LOSSES, OPTIMIZERS, SCHEDULES, param_groups
-from trial.train import batches, bf16_supported, pick_device, train, train_epoch
+from trial.networks import AirbenchNet
+from trial.train import WHITENING_IMAGES, batches, bf16_supported, pick_device, train, train_epoch
 
 from ..launch import local
 from ..tuners import fixed_hyperband, hyperband_resume_saving, hyperband_trials
@@ -63,8 +64,8 @@ def _setup(dataset: str, n: int, device: torch.device, params: dict = MODEL):
     torch.manual_seed(0)
     # the same model, layout and precision as a trial gets, in all three pipelines: only the data path differs
     model = build_model(cfg, d.info.shape).to(device, memory_format=torch.channels_last)
-    if hasattr(model, "init_whitening"):
-        model.init_whitening(d.train_x[:5000])
+    if isinstance(model, AirbenchNet):   # as trial.train does
+        model.init_whitening(d.train_x[:WHITENING_IMAGES])
     return cfg, d, model, OPTIMIZERS[cfg.optimizer](param_groups(model, cfg), cfg)
 
 

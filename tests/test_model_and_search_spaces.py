@@ -187,6 +187,22 @@ def test_crop_flip_takes_every_pixel_from_the_padded_image():
     assert len(used) > 1, "every image got the same crop"
 
 
+def test_the_config_picks_the_augmentation_kind():
+    """`augmentation` overrides the dataset's own kind: "crop" translates and never mirrors, "crop_flip" on a 28x28
+    set mirrors some images, "dataset" keeps the table's affine; an asymmetric image tells them apart."""
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 10:18, 2:6] = 1.0                        # a bar near the left edge: a mirror moves it to the right
+    info = INFO["fmnist"]
+    torch.manual_seed(0)
+    crop = augment.augment(x, info, crop_pad=2, kind="crop")
+    assert crop[..., 14:].abs().sum() == 0, "'crop' mirrored an image"
+    mirrored = augment.augment(x, info, crop_pad=2, kind="crop_flip")[..., 14:].flatten(1).abs().sum(1) > 0
+    assert 0 < int(mirrored.sum()) < len(x)
+    cfg = config.resolve({"dataset": "fmnist", "augment": True, "augmentation": "crop"})
+    out = augment.training_transform(cfg, info)(x)
+    assert out[..., 14:].abs().sum() == 0 and not torch.equal(out, x)
+
+
 def test_augment_runs_on_a_single_image_and_a_large_batch():
     for n in (1, 512):
         assert augment.augment(torch.randn(n, 3, 32, 32), INFO["cifar10"]).shape == (n, 3, 32, 32)

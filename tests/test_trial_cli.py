@@ -155,3 +155,39 @@ def test_compiled_training_saves_plain_weights(tiny_root, tmp_path):
     ckpt = torch.load(tmp_path / "out" / "best.pt", weights_only=True)
     assert not any(k.startswith("_orig_mod") for k in ckpt["state_dict"])
     build_model(cfg, (1, 28, 28)).load_state_dict(ckpt["state_dict"])
+
+
+# ------------------------------------------------------------------------------------ field cases: batch of one
+FIELD_CASES = REPO.parent / "shared" / "field_cases"
+
+
+@pytest.mark.parametrize("n,batch_size", [(513, 256), (55000, 97), (2, 1), (1, 1), (257, 256), (1000, 999), (7, 3)])
+def test_no_training_batch_of_one_image(n, batch_size):
+    from trial.train import batch_starts, batches, steps_per_epoch
+    x, y = torch.arange(n).float().view(n, 1, 1, 1), torch.arange(n)
+    sizes = [len(b) for b, _ in batches(x, y, batch_size)]
+    assert sum(sizes) == n and len(sizes) == steps_per_epoch(n, batch_size) == len(batch_starts(n, batch_size))
+    assert n == 1 or min(sizes) >= 2, sizes
+    seen = torch.cat([b for _, b in batches(x, y, batch_size)])
+    assert sorted(seen.tolist()) == list(range(n))
+
+
+@pytest.mark.skipif(not FIELD_CASES.is_dir(), reason=f"{FIELD_CASES} is absent")
+def test_field_case_batch_norm_with_a_last_batch_of_one_trains(isolated_env, tmp_path, monkeypatch):
+    """c04: 513 training images in batches of 256 with BatchNorm used to end in a traceback after the first epoch;
+    c04b (all 55,000 MNIST training images, batch 97) leaves the same remainder of one."""
+    from tests import tiny_data
+    from trial.train import batch_starts
+    tiny_data.write_idx_dataset(tmp_path / "data", "MNIST", n_train=800, n_test=100)
+    monkeypatch.setenv("CNNSEARCH_DATA", str(tmp_path / "data"))
+    out = tmp_path / "out"
+    proc = run_trial("--params", FIELD_CASES / "c04_bn_last_batch_of_one.json", "--dataset", "mnist",
+                     "--output-dir", out)
+    assert proc.returncode == 0, proc.stderr
+    final, metrics = read_run(out)
+    assert final["epochs_run"] == 1 and len(metrics) == 1 and not final["diverged"]
+    c04b = load_params_file(str(FIELD_CASES / "c04b_bn_full_data_batch97.json"))
+    train_images = 60000 - resolve(c04b).val_size
+    assert train_images % c04b["batch_size"] == 1          # the case really has a remainder of one ...
+    starts = batch_starts(train_images, c04b["batch_size"])
+    assert train_images - starts[-1] == 98                # ... which the last batch takes in

@@ -42,9 +42,10 @@ def affine(x: torch.Tensor, fill: torch.Tensor, generator: torch.Generator | Non
     return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
 
 
-def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, pad: int | None = None) -> torch.Tensor:
-    """Random crop of the image reflect-padded by `pad` pixels (default CROP_PAD) and a random horizontal flip, per
-    image of x, float [N, C, H, W] -> the same shape and dtype (channels_last in memory)."""
+def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, pad: int | None = None,
+              flip: bool = True) -> torch.Tensor:
+    """Random crop of the image reflect-padded by `pad` pixels (default CROP_PAD) and, when `flip`, a random
+    horizontal flip, per image of x, float [N, C, H, W] -> the same shape and dtype (channels_last in memory)."""
     n, _, h, w = x.shape
     pad = CROP_PAD if pad is None else pad
     padded = F.pad(x, (pad,) * 4, mode="reflect") if pad else x
@@ -53,9 +54,11 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, pad: in
     cols = (torch.arange(w, device=x.device)[None] + offsets[:, 1:])[:, None, :]     # [N, 1, W]
     out = padded[torch.arange(n, device=x.device)[:, None, None], :, rows, cols]     # [N, H, W, C]
     out = out.permute(0, 3, 1, 2)
-    flip = torch.rand(n, device=x.device, generator=generator) < 0.5
+    if not flip:
+        return out
+    flipped = torch.rand(n, device=x.device, generator=generator) < 0.5
     # the permuted gather is already channels_last in memory, the layout convolutions on a GPU want
-    return torch.where(flip[:, None, None, None], out.flip(3), out)
+    return torch.where(flipped[:, None, None, None], out.flip(3), out)
 
 
 def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -72,22 +75,26 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None)
     return x.masked_fill(inside[:, None], 0)
 
 
-# kind (the dataset table's `augmentation`) -> (images, dataset, crop padding) -> augmented images
+# kind (the dataset table's `augmentation`, or the config's) -> (images, dataset, crop padding) -> augmented images.
+# "crop" translates only: for digits, which a mirror would change into another class or none.
 AUGMENTATIONS = {
     "affine": lambda x, ds, pad: affine(x, background_fill(ds, x.device)),
     "crop_flip": lambda x, ds, pad: crop_flip(x, pad=pad),
+    "crop": lambda x, ds, pad: crop_flip(x, pad=pad, flip=False),
 }
 
 
-def augment(x: torch.Tensor, ds: DatasetInfo, crop_pad: int = CROP_PAD) -> torch.Tensor:
-    """A batch x, normalised float [N, C, H, W] on any device, augmented as dataset `ds` says; same shape and dtype."""
-    return AUGMENTATIONS[ds.augmentation](x, ds, crop_pad)
+def augment(x: torch.Tensor, ds: DatasetInfo, crop_pad: int = CROP_PAD, kind: str = "dataset") -> torch.Tensor:
+    """A batch x, normalised float [N, C, H, W] on any device, augmented by `kind` (a key of AUGMENTATIONS, or
+    "dataset": the kind dataset `ds`'s table entry names); same shape and dtype. Raises KeyError for another kind."""
+    return AUGMENTATIONS[ds.augmentation if kind == "dataset" else kind](x, ds, crop_pad)
 
 
 def training_transform(cfg: TrialConfig, ds: DatasetInfo) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """What the training loop applies to each batch, from the config (`augment`, `crop_pad`, `cutout`): None when
+    """What the training loop applies to each batch, from the config (`augment`, `augmentation`, `crop_pad`,
+    `cutout`): None when
     nothing is on. Validation and test images are never transformed (test-time augmentation is trial.inference's)."""
-    steps = ([lambda x: augment(x, ds, cfg.crop_pad)] if cfg.augment else []) + \
+    steps = ([lambda x: augment(x, ds, cfg.crop_pad, cfg.augmentation)] if cfg.augment else []) + \
         ([lambda x: cutout(x, cfg.cutout)] if cfg.cutout else [])
     if not steps:
         return None

@@ -20,6 +20,7 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from .augment import AUGMENTATIONS
 from .data import INFO
 from .inference import TTA
 from .model import ACTIVATIONS, FAMILIES, HEADS, POOLS
@@ -45,6 +46,9 @@ class TrialConfig:
     split_seed: int = 0               # fixed across seeds so every run is validated on the same images
     train_subset: int = 0             # train on only this many images (0 = all); for smoke runs and tests
     augment: bool = False             # batched shift/rotate/zoom (28x28) or crop/flip (CIFAR-10) on the device
+    augmentation: str = "dataset"     # with augment: a key of trial.augment.AUGMENTATIONS ("affine" shift/rotate/
+                                      # zoom, "crop_flip", "crop" without the flip), or "dataset": the dataset's own
+                                      # kind (affine for the 28x28 sets, crop_flip for CIFAR-10)
     crop_pad: int = 4                 # crop/flip: reflect padding before the random crop, pixels (max translation)
     cutout: int = 0                   # side of a square set to 0 (the mean) at a random place per training image,
                                       # pixels (0 = off; DeVries & Taylor 2017, "Improved Regularization ... Cutout")
@@ -142,7 +146,8 @@ class TrialConfig:
 
 CHOICES = {"dataset": INFO, "family": FAMILIES, "activation": ACTIVATIONS, "pool": POOLS, "head": HEADS,
            "optimizer": OPTIMIZERS, "loss": LOSSES, "lr_schedule": SCHEDULES, "keep": KEEP, "downsample": DOWNSAMPLE,
-           "shortcut": SHORTCUTS, "tta": TTA}
+           "shortcut": SHORTCUTS, "tta": TTA,
+           "augmentation": ("dataset", *AUGMENTATIONS)}
 # (low, high) inclusive bounds; None = unbounded on that side.
 _RANGES = {"val_size": (1, None), "train_subset": (0, None), "conv_layers": (1, MAX_BLOCKS),
            "filters": (1, 4096), "kernel": (1, 11), "convs_per_block": (1, 4), "conv_dropout": (0.0, 0.95),

@@ -76,14 +76,31 @@ def bf16_supported(device: torch.device) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def batch_starts(n: int, batch_size: int) -> list[int]:
+    """Where the batches of an epoch of `n` images start. A remainder of one image joins the batch before it: a batch
+    of one sample would reach BatchNorm in training, which cannot normalise it (`Expected more than 1 value per
+    channel`), so with n = 513 and batch_size 256 the batches hold 256 and 257 images."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return starts
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimizer steps in an epoch of `n` images: the number of batches `batches` yields."""
+    return len(batch_starts(n, batch_size))
+
+
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
             transform: Callable[[torch.Tensor], torch.Tensor] | None = None
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of shuffled batches (images [B, C, H, W], labels [B]) from tensors on the device, each batch of
-    images passed through `transform` (trial.augment.training_transform) when given."""
+    images passed through `transform` (trial.augment.training_transform) when given. Every image once; never a batch
+    of one image when there are more (see batch_starts)."""
     order = torch.randperm(len(x), device=x.device)
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
+    starts = batch_starts(len(order), batch_size)
+    for i, start in enumerate(starts):
+        idx = order[start:starts[i + 1] if i + 1 < len(starts) else len(order)]
         yield (transform(x[idx]) if transform is not None else x[idx]), y[idx]
 
 
@@ -148,15 +165,15 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     # `net` runs the batches; `model` owns the weights (a compiled wrapper would prefix every state-dict key)
     net = torch.compile(model) if cfg.compile else model
     opt = OPTIMIZERS[cfg.optimizer](param_groups(model, cfg), cfg)
-    steps_per_epoch = math.ceil(len(d.train_x) / cfg.batch_size)
-    average = weight_average(model, cfg, cfg.epochs * steps_per_epoch)
+    steps = steps_per_epoch(len(d.train_x), cfg.batch_size)
+    average = weight_average(model, cfg, cfg.epochs * steps)
     scored = average.scored(net) if average is not None else net   # what validation sees
-    schedule = SCHEDULES[cfg.lr_schedule](opt, cfg, cfg.epochs * steps_per_epoch)
+    schedule = SCHEDULES[cfg.lr_schedule](opt, cfg, cfg.epochs * steps)
     loss = LOSSES[cfg.loss](cfg)
     bar = _progress_bar(cfg.epochs * len(d.train_x)) if progress else None
     startup = time.time() - _process_start()   # imports, data, model: what a trial pays before its first step
 
-    state = resume.restore(Path(resume_from), cfg, model, opt, schedule, steps_per_epoch, average) if resume_from \
+    state = resume.restore(Path(resume_from), cfg, model, opt, schedule, steps, average) if resume_from \
         else resume.RunState()
     transform = training_transform(cfg, d.info)
     resumed_from, diverged = len(state.history), None

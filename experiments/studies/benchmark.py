@@ -45,7 +45,7 @@ from trial.config import load_params_file, resolve
 from trial.model import build_model, count_parameters
 from trial.optim import LOSSES, OPTIMIZERS, SCHEDULES, param_groups
 from trial.networks import AirbenchNet
-from trial.train import WHITENING_IMAGES, batches, bf16_supported, pick_device, train, train_epoch
+from trial.train import WHITENING_IMAGES, batches, bf16_supported, pick_device, steps_per_epoch, train, train_epoch
 
 from ..launch import local
 from ..tuners import fixed_hyperband, hyperband_resume_saving, hyperband_trials
@@ -76,7 +76,7 @@ def _sync(device):
 
 def _harness_epoch(cfg, d, net, opt) -> None:
     """One epoch of trial.train.train_epoch, exactly as a trial runs it (schedule, augmentation, weight average)."""
-    steps = -(-len(d.train_x) // cfg.batch_size)
+    steps = steps_per_epoch(len(d.train_x), cfg.batch_size)
     schedule = SCHEDULES[cfg.lr_schedule](opt, cfg, steps)
     train_epoch(net, opt, schedule, LOSSES[cfg.loss](cfg),
                 batches(d.train_x, d.train_y, cfg.batch_size, training_transform(cfg, d.info)),
@@ -101,8 +101,9 @@ def bare_run(dataset, n, device, params: dict = MODEL) -> float:
     for i in range(0, len(perm), cfg.batch_size):
         idx = perm[i:i + cfg.batch_size]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_supported(device)):
-            loss = torch.nn.functional.cross_entropy(model(augment(d.train_x[idx], d.info, cfg.crop_pad)).float(),
-                                                     d.train_y[idx], label_smoothing=cfg.label_smoothing)
+            images = augment(d.train_x[idx], d.info, cfg.crop_pad, cfg.augmentation)
+            loss = torch.nn.functional.cross_entropy(model(images).float(), d.train_y[idx],
+                                                     label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

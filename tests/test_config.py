@@ -162,3 +162,22 @@ def test_params_file_errors(tmp_path):
     yml = tmp_path / "p.yaml"
     yml.write_text("filters: 8\nbatch_norm: true\n")
     assert resolve(config.load_params_file(str(yml))).filters == 8
+
+
+@pytest.mark.parametrize("params,words", [
+    ({"dataset": "mnist", "conv_layers": 5}, ("'kernel' = 3", "1x1 feature map block 5")),
+    ({"dataset": "mnist", "conv_layers": 4, "kernel_4": 7}, ("'kernel_4' = 7", "3x3 feature map", "<= 5")),
+    ({"dataset": "cifar10", "conv_layers": 6, "kernel": 5}, ("'kernel' = 5", "2x2 feature map block 5")),
+    ({"family": "residual", "kernel": 5}, ("kernel", "plain family only")),
+    ({"family": "airbench", "batch_norm": True, "dense_units": 64}, ("batch_norm, dense_units", "'airbench'")),
+])
+def test_parameters_that_cannot_work_are_refused_in_one_line(params, words):
+    with pytest.raises(ConfigError) as info:
+        resolve(params)
+    assert "\n" not in str(info.value) and all(w in str(info.value) for w in words), str(info.value)
+
+
+def test_kernels_that_fit_and_plain_keys_at_their_defaults_pass():
+    assert resolve({"dataset": "mnist", "conv_layers": 4, "kernel_4": 5}).kernels()[3] == 5    # 3x3 map: 5 fits
+    assert resolve({"dataset": "mnist", "conv_layers": 5, "kernel_5": 1}).conv_layers == 5
+    assert resolve({"family": "residual", "kernel": 3, "batch_norm": False}).family == "residual"   # the defaults

@@ -174,20 +174,25 @@ def test_no_training_batch_of_one_image(n, batch_size):
 
 @pytest.mark.skipif(not FIELD_CASES.is_dir(), reason=f"{FIELD_CASES} is absent")
 def test_field_case_batch_norm_with_a_last_batch_of_one_trains(isolated_env, tmp_path, monkeypatch):
-    """c04: 513 training images in batches of 256 with BatchNorm used to end in a traceback after the first epoch;
-    c04b (all 55,000 MNIST training images, batch 97) leaves the same remainder of one."""
+    """c04: 513 training images in batches of 256 with BatchNorm used to end in a traceback after the first epoch
+    (now refused for its kernel, and, with 4 blocks, trained); c04b (all 55,000 MNIST training images, batch 97)
+    leaves the same remainder of one."""
     from tests import tiny_data
     from trial.train import batch_starts
     tiny_data.write_idx_dataset(tmp_path / "data", "MNIST", n_train=800, n_test=100)
     monkeypatch.setenv("CNNSEARCH_DATA", str(tmp_path / "data"))
+    case = FIELD_CASES / "c04_bn_last_batch_of_one.json"
+    # as handed: 5 blocks on a 28x28 image leave block 5 a 1x1 map, where a 3x3 kernel's outer taps see only padding
+    proc = run_trial("--params", case, "--dataset", "mnist", "--output-dir", tmp_path / "as_handed")
+    assert_one_line_error(proc, "'kernel'", "1x1 feature map")
+    # the same batch arithmetic (513 images, batch 256, BatchNorm) with blocks that fit the image trains
     out = tmp_path / "out"
-    proc = run_trial("--params", FIELD_CASES / "c04_bn_last_batch_of_one.json", "--dataset", "mnist",
-                     "--output-dir", out)
+    proc = run_trial("--params", case, "--dataset", "mnist", "--conv_layers", "4", "--output-dir", out)
     assert proc.returncode == 0, proc.stderr
     final, metrics = read_run(out)
     assert final["epochs_run"] == 1 and len(metrics) == 1 and not final["diverged"]
     c04b = load_params_file(str(FIELD_CASES / "c04b_bn_full_data_batch97.json"))
-    train_images = 60000 - resolve(c04b).val_size
+    train_images = 60000 - resolve({}).val_size
     assert train_images % c04b["batch_size"] == 1          # the case really has a remainder of one ...
     starts = batch_starts(train_images, c04b["batch_size"])
     assert train_images - starts[-1] == 98                # ... which the last batch takes in

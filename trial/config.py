@@ -274,6 +274,8 @@ def resolve(*layers: Mapping[str, Any] | None) -> TrialConfig:
     if config.family == "airbench" and config.conv_layers > 4:
         raise ConfigError(f"family 'airbench' halves the map in each of conv_layers = {config.conv_layers} groups; "
                           f"28x28 and 32x32 images allow at most 4")
+    _check_family_keys(config, merged)
+    _check_maps(config)
     if config.lookahead and not config.ema_decay:
         raise ConfigError("lookahead averages with ema_decay per step: set ema_decay (airbench94: 0.95) or turn "
                           "lookahead off")
@@ -288,6 +290,38 @@ def resolve(*layers: Mapping[str, Any] | None) -> TrialConfig:
     if config.loss == "mse" and config.label_smoothing:
         raise ConfigError("label_smoothing applies to cross_entropy only; set it to 0 with loss 'mse'")
     return config
+
+
+# keys only the plain family reads: given to another family they would be ignored without a word
+PLAIN_ONLY = ("kernel", "convs_per_block", "batch_norm", "pool", "head", "dense_units", "conv_dropout",
+              *(f"kernel_{i}" for i in range(1, MAX_BLOCKS + 1)))
+
+
+def _check_family_keys(config: TrialConfig, given: Mapping[str, Any]) -> None:
+    if config.family == "plain":
+        return
+    ignored = [k for k in PLAIN_ONLY if k in given and given[k] != FIELDS[k].default]
+    if ignored:
+        raise ConfigError(f"{', '.join(ignored)} shape(s) the plain family only; family {config.family!r} would "
+                          f"ignore them: drop them or use family 'plain'")
+
+
+def _check_maps(config: TrialConfig) -> None:
+    """A plain block's kernel must fit the feature map it sees (the image halved once per block before it, down to
+    1x1): with padding k // 2, a kernel wider than 2 * side - 1 has taps that only ever see padding, weights that
+    never train (a 3x3 kernel on a 1x1 map is 8/9 dead)."""
+    if config.family != "plain":
+        return
+    size = INFO[config.dataset].shape[1]
+    for i, k in enumerate(config.kernels(), 1):
+        if k > 2 * size - 1:
+            key = f"kernel_{i}" if getattr(config, f"kernel_{i}") else "kernel"
+            raise ConfigError(f"parameter {key!r} = {k} does not fit the {size}x{size} feature map block {i} of "
+                              f"{config.conv_layers} sees ({config.dataset} images halved {i - 1} times; the kernel's "
+                              f"outer taps would see only padding); use a kernel <= {2 * size - 1} or fewer "
+                              f"conv_layers")
+        if size > 1:
+            size //= 2
 
 
 def params_digest(params: Mapping[str, Any]) -> str:

@@ -126,48 +126,118 @@ def _idx_splits(folder: Path, sources: list[Path]) -> Splits:
                                                            vy.astype(np.int64))))
 
 
-def _read_csv(path: Path) -> np.ndarray:
-    import pandas as pd
-    with open(path) as fh:
-        first = fh.readline().split(",")
-    has_header = not first[0].strip().lstrip("-").isdigit()
+LABEL_COLUMNS = ("label", "labels", "class", "target", "y")   # header names taken as the label column (any case)
+PIXELS = 28 * 28
+
+
+def _is_number(text: str) -> bool:
     try:
-        return pd.read_csv(path, header=0 if has_header else None).to_numpy(dtype=np.int64)
-    except (ValueError, pd.errors.ParserError) as err:
-        raise DatasetError(f"{path} is not a numeric CSV ({err})") from None
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A digit-recognizer CSV: one image per row, 784 pixel columns (row-major 28x28, integers 0..255) and, in a
+    labelled file, a label column (integers 0..9). With a header row (any field not a number) the label column is
+    the one named like LABEL_COLUMNS, wherever it stands (Kaggle puts it first; pandas, writing a numpy array beside
+    a label series, last); without one it is the first column (the mnist_train.csv convention), and a file of 784
+    columns is unlabelled (Kaggle's test.csv). Returns (pixels uint8 [N, 784], labels int64 [N] or None).
+    Raises DatasetError, one line naming the file, for anything it cannot take as it is: no label column it can
+    name, a wrong number of columns, values that are not numbers, pixels that are not integers in 0..255 (e.g.
+    scaled to 0..1), labels outside 0..9, or a first column that holds pixel-like values."""
+    import pandas as pd
+    try:   # the first row as text (pandas opens .gz and .xz by their extension)
+        first = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+    except (OSError, UnicodeDecodeError, EOFError, lzma.LZMAError, pd.errors.ParserError,
+            pd.errors.EmptyDataError, IndexError) as err:
+        raise DatasetError(f"{path} cannot be read as a CSV ({type(err).__name__}: {err}); it should hold one image "
+                           f"per row, {PIXELS} pixel columns of 0..255 and a label column") from None
+    has_header = any(not _is_number(field) for field in first)
+    try:
+        frame = pd.read_csv(path, header=0 if has_header else None)
+    except (ValueError, OSError, EOFError, lzma.LZMAError, pd.errors.ParserError) as err:
+        raise DatasetError(f"{path} is not a well-formed CSV ({str(err).splitlines()[0]}); every row needs the "
+                           f"same {PIXELS} pixel columns (and a label column in a labelled file)") from None
+    columns = [str(c).strip() for c in frame.columns]
+    if has_header:
+        named = [i for i, c in enumerate(columns) if c.lower() in LABEL_COLUMNS]
+        if len(named) > 1:
+            raise DatasetError(f"{path}: columns {', '.join(columns[i] for i in named)} could each be the label; "
+                               f"keep one named 'label'")
+        label_col = named[0] if named else None
+        if label_col is None and len(columns) != PIXELS:
+            raise DatasetError(f"{path}: its header names no label column (one of {', '.join(LABEL_COLUMNS)}) and "
+                               f"it has {len(columns)} columns, not {PIXELS} pixels; name the label column 'label'")
+    else:
+        label_col = 0 if len(columns) == PIXELS + 1 else None
+    pixel_cols = [i for i in range(len(columns)) if i != label_col]
+    if len(pixel_cols) != PIXELS:
+        raise DatasetError(f"{path} has {len(columns)} columns: {len(pixel_cols)} pixel columns"
+                           f"{' and a label column' if label_col is not None else ''}; expected {PIXELS} pixels "
+                           f"(28x28){' and a label column' if label_col is not None else ''}")
+    values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.argwhere(np.isnan(values))
+    if len(bad):
+        row, col = bad[0]
+        raise DatasetError(f"{path}: row {row + 1 + has_header}, column {columns[col]!r} is "
+                           f"{frame.iat[row, col]!r}, not a number")
+    pixels = values[:, pixel_cols]
+    if (pixels != np.round(pixels)).any() or pixels.min() < 0 or pixels.max() > 255:
+        scaled = pixels.min() >= 0 and pixels.max() <= 1
+        raise DatasetError(f"{path}: pixels must be integers 0..255, found values in {pixels.min():g}..{pixels.max():g}"
+                           f"{' (scaled to 0..1? multiply by 255)' if scaled else ''}")
+    labels = None
+    if label_col is not None:
+        labels = values[:, label_col]
+        where = f"column {columns[label_col]!r}" if has_header else "the first column (no header row)"
+        if (labels != np.round(labels)).any() or labels.min() < 0 or labels.max() > 9:
+            hint = ("; if the label is another column, add a header row that names it 'label'" if not has_header
+                    else "")
+            raise DatasetError(f"{path}: labels ({where}) must be integers 0..9, found values in "
+                               f"{labels.min():g}..{labels.max():g}{hint}")
+        if len(labels) >= 100 and len(np.unique(labels)) == 1:
+            raise DatasetError(f"{path}: every one of its {len(labels)} labels ({where}) is {labels[0]:g}: the "
+                               f"wrong column? name the label column 'label' in a header row")
+        labels = labels.astype(np.int64)
+    return pixels.astype(np.uint8), labels
 
 
 def _csv_splits(folder: Path, sources: list[Path]) -> Splits:
-    """Kaggle digit-recognizer style: label column + 784 pixel columns. Kaggle's test.csv has no labels, so without a
-    labelled test file a fixed 10,000 images of train.csv are held out as the test split."""
-    train_path = folder / "train.csv" if (folder / "train.csv").is_file() else folder / "mnist_train.csv"
+    """Kaggle digit-recognizer style (see read_csv). Kaggle's test.csv has no labels, so without a labelled test file
+    a fixed 10,000 images of train.csv are held out as the test split."""
+    train_path = _find(folder, "train.csv") or _find(folder, "mnist_train.csv")
     sources.append(train_path)
-    train = _read_csv(train_path)
-    if train.shape[1] != 785:
-        raise DatasetError(f"{train_path} has {train.shape[1]} columns; expected a label column and 784 pixels")
+    train_x, train_y = read_csv(train_path)
+    if train_y is None:
+        raise DatasetError(f"{train_path} has no label column: {PIXELS} pixel columns only; add the labels as a "
+                           f"column named 'label'")
     test = None
     for name in ("test.csv", "mnist_test.csv"):
-        if (folder / name).is_file():
-            candidate = _read_csv(folder / name)
-            if candidate.shape[1] == 785:
-                test = candidate
-                sources.append(folder / name)
+        path = _find(folder, name)
+        if path:
+            test_x, test_y = read_csv(path)
+            if test_y is not None:
+                test = test_x, test_y
+                sources.append(path)
                 break
+            print(f"[data] {path} has no labels (like Kaggle's test.csv): not used as the test split",
+                  file=sys.stderr)
     if test is None:
-        if len(train) <= 10000:
-            raise DatasetError(f"{train_path} has {len(train)} rows and there is no labelled test CSV beside it: "
+        if len(train_x) <= 10000:
+            raise DatasetError(f"{train_path} has {len(train_x)} rows and there is no labelled test CSV beside it: "
                                f"holding out 10,000 as the test split would leave none to train on; add a labelled "
                                f"test.csv (label column + 784 pixels)")
         print(f"[data] no labelled test CSV beside {train_path}: holding out 10,000 training images as the test "
               f"split", file=sys.stderr)
-        order = np.random.default_rng(12345).permutation(len(train))
-        test, train = train[order[:10000]], train[order[10000:]]
-    if (train[:, 1:].min() < 0) or (train[:, 1:].max() > 255):
-        raise DatasetError(f"{train_path}: pixel values must lie in 0..255")
+        order = np.random.default_rng(12345).permutation(len(train_x))
+        test = train_x[order[:10000]], train_y[order[:10000]]
+        train_x, train_y = train_x[order[10000:]], train_y[order[10000:]]
 
-    def to_tensors(a):
-        return torch.from_numpy(a[:, 1:].astype(np.uint8).reshape(-1, 1, 28, 28)), torch.from_numpy(a[:, 0].copy())
-    return Splits(*to_tensors(train), *to_tensors(test))
+    def to_tensors(x, y):
+        return torch.from_numpy(x.reshape(-1, 1, 28, 28).copy()), torch.from_numpy(y.copy())
+    return Splits(*to_tensors(train_x, train_y), *to_tensors(*test))
 
 
 def _cifar_bin_splits(folder: Path, sources: list[Path]) -> Splits:

@@ -170,6 +170,8 @@ def test_params_file_errors(tmp_path):
     ({"dataset": "cifar10", "conv_layers": 6, "kernel": 5}, ("'kernel' = 5", "2x2 feature map block 5")),
     ({"family": "residual", "kernel": 5}, ("kernel", "plain family only")),
     ({"family": "airbench", "batch_norm": True, "dense_units": 64}, ("batch_norm, dense_units", "'airbench'")),
+    ({"dataset": "mnist", "tta": "mirror_translate"}, ("tta 'mirror_translate'", "mnist's classes")),
+    ({"dataset": "mnist", "augment": True, "augmentation": "crop_flip"}, ("augmentation 'crop_flip'", "'crop'")),
 ])
 def test_parameters_that_cannot_work_are_refused_in_one_line(params, words):
     with pytest.raises(ConfigError) as info:

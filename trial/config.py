@@ -275,6 +275,14 @@ def resolve(*layers: Mapping[str, Any] | None) -> TrialConfig:
         raise ConfigError(f"family 'airbench' halves the map in each of conv_layers = {config.conv_layers} groups; "
                           f"28x28 and 32x32 images allow at most 4")
     _check_family_keys(config, merged)
+    if not INFO[config.dataset].mirror_safe:
+        mirrored = [f"{key} {value!r}" for key, value, flips in (
+            ("tta", config.tta, config.tta.startswith("mirror")),
+            ("augmentation", config.augmentation, config.augment and config.augmentation == "crop_flip")) if flips]
+        if mirrored:
+            raise ConfigError(f"{' and '.join(mirrored)} mirror(s) images, which changes {config.dataset}'s classes "
+                              f"(a mirrored digit is another digit or none); use tta 'none' and augmentation "
+                              f"'dataset', 'affine' or 'crop'")
     _check_maps(config)
     if config.lookahead and not config.ema_decay:
         raise ConfigError("lookahead averages with ema_decay per step: set ema_decay (airbench94: 0.95) or turn "

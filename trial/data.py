@@ -296,6 +296,8 @@ class DatasetInfo:
     augmentation: str             # the kind trial/augment.py applies: "affine" (28x28 sets) or "crop_flip"
     background: int               # raw pixel value of the background: what pixels shifted into the image take
     download_folder: str          # where torchvision's downloader is pointed, under the data directory
+    mirror_safe: bool = True      # a horizontal mirror keeps every image's class (not for digits: a mirrored 2 is no
+                                  # digit), so flip augmentation and mirror test-time augmentation may be used
 
 
 _CIFAR_LAYOUTS = tuple(Layout(prefix + sub, files, reader) for prefix in ("CIFAR10/", "")
@@ -304,7 +306,7 @@ _CIFAR_LAYOUTS = tuple(Layout(prefix + sub, files, reader) for prefix in ("CIFAR
 INFO = {
     "mnist": DatasetInfo("mnist", "MNIST", (1, 28, 28), (0.1307,), (0.3081,), tuple(str(i) for i in range(10)),
                          (Layout("MNIST/raw", IDX_FILES, _idx_splits), Layout("MNIST", ("train.csv",), _csv_splits),
-                          Layout("MNIST", ("mnist_train.csv",), _csv_splits)), "affine", 0, ""),
+                          Layout("MNIST", ("mnist_train.csv",), _csv_splits)), "affine", 0, "", mirror_safe=False),
     "fmnist": DatasetInfo("fmnist", "FashionMNIST", (1, 28, 28), (0.2860,), (0.3530,),
                           ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                            "Ankle boot"), (Layout("FashionMNIST/raw", IDX_FILES, _idx_splits),), "affine", 0, ""),

@@ -32,7 +32,6 @@ import argparse
 import fnmatch
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -185,8 +184,8 @@ def main(argv=None) -> int:
             return 2
     print(f"dashboard on http://127.0.0.1:{args.port} only (elsewhere: ssh -N -L {args.port}:127.0.0.1:{args.port} "
           f"this-host); remote trials connect to {manager_ip}:{args.port}")
-    return subprocess.call([str(Path(sys.executable).parent / "nnictl"), "create", "--config", str(out), "--port",
-                            str(args.port)], env=secure.nni_env(manager_ip=manager_ip))
+    # the secure starter: the pre-flight check first, then nnictl with the preload (its nniManagerIp is manager_ip)
+    return secure.main(["create", "--config", str(out), "--port", str(args.port)])
 
 
 if __name__ == "__main__":

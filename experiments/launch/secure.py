@@ -12,16 +12,24 @@ tunnel: `ssh -N -L 8080:127.0.0.1:8080 user@manager`) and `/netron/` is refused.
 `nniManagerIp` on the same port: when that is not a loopback address, the manager also listens there, for the remote
 trials' channels only (CNNSEARCH_NNI_TRIAL_IP; the wrapper reads it from the config's `nniManagerIp`). Our own
 launchers (experiments.launch.local, experiments.launch) always start NNI this way.
+
+`create` runs the pre-flight check first (experiments/launch/check.py) and refuses to start an experiment whose
+config, search space, trial command or tuner cannot work (`--no-check` starts it anyway). nnictl's output is passed
+through with its "Web portal URLs" cut to the addresses that answer (nnictl lists every interface, but the dashboard
+answers on 127.0.0.1 only). After `create` and `resume` it watches the experiment's dispatcher log for a few seconds
+and says so when the tuner or assessor died (NNI 3.0 would go on showing RUNNING with no trials).
 """
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shlex
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -32,6 +40,7 @@ PRELOAD = Path(__file__).resolve().with_name("loopback.js")
 TRIAL_IP = "CNNSEARCH_NNI_TRIAL_IP"     # read by loopback.js: where remote trials may connect (nniManagerIp)
 # a remote worker whose SSH connection is reset must not kill the manager (NNI 3.0 leaves ssh2's 'error' unhandled)
 SSH_GUARD = Path(__file__).resolve().with_name("ssh_guard.js")
+WATCH_S = 15.0    # seconds a new experiment's dispatcher is watched for a tuner that dies on start
 
 
 def node_options(existing: str = "") -> str:
@@ -99,21 +108,76 @@ def protected(manager_ip: str | None = None) -> Iterator[None]:
 
 def config_manager_ip(nnictl_args: list[str]) -> str | None:
     """`nniManagerIp` of the config named by `--config FILE` in nnictl's arguments, if any."""
-    for i, arg in enumerate(nnictl_args):
-        path = nnictl_args[i + 1] if arg == "--config" and i + 1 < len(nnictl_args) else (
-            arg.split("=", 1)[1] if arg.startswith("--config=") else None)
-        if path:
-            try:
-                config = yaml.safe_load(Path(path).read_text())
-            except (OSError, yaml.YAMLError):
-                return None                      # nnictl says what is wrong with it
-            return config.get("nniManagerIp") if isinstance(config, dict) else None
-    return None
+    path = config_path(nnictl_args)
+    if not path:
+        return None
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None                      # nnictl says what is wrong with it
+    return config.get("nniManagerIp") if isinstance(config, dict) else None
 
 
 def nnictl() -> str:
     beside = Path(sys.executable).parent / "nnictl"
     return str(beside) if beside.exists() else (shutil.which("nnictl") or "nnictl")
+
+
+def config_path(nnictl_args: list[str]) -> str | None:
+    """The file named by `--config FILE` (or `--config=FILE`) in nnictl's arguments, if any."""
+    for i, arg in enumerate(nnictl_args):
+        if arg == "--config" and i + 1 < len(nnictl_args):
+            return nnictl_args[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def loopback_urls(line: str) -> str:
+    """nnictl's "Web portal URLs: http://127.0.0.1:8080 http://10.0.0.5:8080" with only the addresses that answer
+    (the preload keeps the dashboard on 127.0.0.1); any other line unchanged."""
+    if "Web portal URLs:" not in line:
+        return line
+    head, _, urls = line.partition("Web portal URLs:")
+    kept = [u for u in re.findall(r"https?://[^\s\x1b]+", urls)
+            if is_loopback(re.sub(r"^https?://|:\d+/?$", "", u).strip("[]"))]
+    return f"{head}Web portal URLs: {' '.join(kept)}\n" if kept else line
+
+
+def run_nnictl(args: list[str], env: Mapping[str, str]) -> tuple[int, str | None]:
+    """nnictl with `env`, its output passed through line by line with the dashboard URLs cut to loopback ones;
+    returns its exit status and the experiment id it printed (create), if any."""
+    proc = subprocess.Popen([nnictl(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1)
+    experiment = None
+    for line in proc.stdout:
+        found = re.search(r"Experiment ID:\s*(?:\x1b\[[0-9;]*m)?(\w+)", line)
+        experiment = found.group(1) if found else experiment
+        sys.stdout.write(loopback_urls(line))
+        sys.stdout.flush()
+    return proc.wait(), experiment
+
+
+def working_directory(nnictl_args: list[str]) -> str | None:
+    """`experimentWorkingDirectory` of the config nnictl is given (None: NNI's default, ~/nni-experiments)."""
+    path = config_path(nnictl_args)
+    try:
+        config = yaml.safe_load(Path(path).read_text()) if path else None
+    except (OSError, yaml.YAMLError):
+        return None
+    return config.get("experimentWorkingDirectory") if isinstance(config, dict) else None
+
+
+def watch_dispatcher(experiment_id: str, seconds: float = WATCH_S, root: str | None = None) -> str | None:
+    """Poll the new experiment's dispatcher log for `seconds`: the tuner/assessor's error if it died meanwhile."""
+    from .check import dispatcher_error
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        error = dispatcher_error(experiment_id, root)
+        if error:
+            return error
+        time.sleep(1)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,12 +190,32 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args[0] == "nnictl":
         args = args[1:]
+    skip_check = "--no-check" in args
+    args = [a for a in args if a != "--no-check"]
+    if args and args[0] == "create" and config_path(args) and not skip_check:
+        from .check import check
+        report = check(config_path(args))
+        if not report.ok:
+            for line in report.problems:
+                print(f"error: {line}", file=sys.stderr)
+            print("error: the experiment was not started (fix the above, or pass --no-check to start it anyway)",
+                  file=sys.stderr)
+            return 2
+        print(f"pre-flight check: {'; '.join(report.notes)}", file=sys.stderr)
     env = nni_env(manager_ip=config_manager_ip(args))
     if args[0] in ("create", "resume", "view"):
         port = args[args.index("--port") + 1] if "--port" in args[:-1] else "8080"
         where = f" and remote trials on {env[TRIAL_IP]}:{port}" if TRIAL_IP in env else ""
         print(f"dashboard and REST API on http://127.0.0.1:{port} only{where}", file=sys.stderr)
-    return subprocess.call([nnictl(), *args], env=env)
+    status, created = run_nnictl(args, env)
+    if status == 0 and args[0] in ("create", "resume"):
+        experiment = args[1] if args[0] == "resume" and len(args) > 1 else created
+        error = watch_dispatcher(experiment, root=working_directory(args)) if experiment else None
+        if error:
+            print(f"error: experiment {experiment}: its tuner/assessor died: {error}; NNI will show it RUNNING with "
+                  f"no new trials: stop it with `nnictl stop {experiment}`", file=sys.stderr)
+            return 3
+    return status
 
 
 if __name__ == "__main__":

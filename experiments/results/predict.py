@@ -3,9 +3,17 @@
     python experiments/results/predict.py MODEL_DIR image.png [image2.jpg ...]
 
 MODEL_DIR holds `model.pt2` and `model.json` (written by `experiments.results.evaluate.export_model`, or a report's
-`model/`).
-Images are converted to the model's channels (grayscale for MNIST/Fashion-MNIST, RGB for CIFAR-10) and resized to its
-input size. Fashion-MNIST and MNIST were trained on light objects on a black background.
+`model/`). Each file is classified as an image viewer shows it, in the convention the model was trained on:
+- what the file carries besides its pixels, as Pillow reads it: the EXIF orientation tag (a phone photo stored
+  sideways is turned upright), palettes, CMYK, 16-bit grey, transparency (composited over white, as viewers show it),
+  the first frame of an animation;
+- the model's channels (grey for MNIST/Fashion-MNIST, RGB for CIFAR-10);
+- MNIST and Fashion-MNIST were trained on light strokes on a dark background: a picture with a light background
+  (ink on paper) is inverted, and the line says so;
+- the aspect ratio is kept: for MNIST the drawing is cropped to its ink, fitted into a 20x20 box and centred in
+  28x28 (how MNIST's digits were made: LeCun et al. 1998); for Fashion-MNIST the object is fitted into 28x28; for
+  CIFAR-10 the photo is cropped about its centre to a square, then resized.
+A path that is not an image Pillow can read gets one `error:` line; the others are still classified (exit status 1).
 """
 from __future__ import annotations
 
@@ -16,6 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# How each dataset's images were made, for pictures to be made the same way: background pixel value (None: photos,
+# full frame), the side of the box the drawing is fitted into, and how it is centred in the frame. MNIST: size-
+# normalised into 20x20, centred by its centre of mass (LeCun et al. 1998, "Gradient-based learning applied to
+# document recognition", and the MNIST page); Fashion-MNIST: longest side resized to 28, centred (Xiao et al. 2017).
+CONVENTIONS = {"mnist": (0, 20, "mass"), "fmnist": (0, 28, "box"), "cifar10": (None, None, None)}
+
+
+class ImageError(ValueError):
+    """A path that is not an image Pillow can read; the message is one line naming it."""
+
 
 def load(model_dir: str | Path):
     model_dir = Path(model_dir)
@@ -23,23 +41,87 @@ def load(model_dir: str | Path):
     return torch.export.load(str(model_dir / "model.pt2")).module(), meta
 
 
-def read_images(paths, shape) -> torch.Tensor:
-    from PIL import Image
+def _as_viewed(path: str | Path):
+    """The image as a viewer shows it: first frame, orientation applied, 8-bit grey/RGB(A) modes."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+    try:
+        image = Image.open(path)
+        image.seek(0)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        reason = "not an image Pillow can read" if isinstance(err, UnidentifiedImageError) else \
+            f"unreadable ({type(err).__name__}: {err})"
+        raise ImageError(f"{path}: {reason}; give a PNG, JPEG, BMP, GIF, TIFF or WebP file") from None
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(a / (65535.0 if a.max() > 255 else 1.0) * (255 if a.max() > 255 else 1),
+                                        0, 255).astype(np.uint8), "L")
+    elif image.mode == "F":
+        a = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(a * (255 if a.max() <= 1 else 1), 0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    return image.convert("RGB")
+
+
+def read_image(path: str | Path, shape, dataset: str, background: int | None = None,
+               content_side: int | None = None) -> tuple[np.ndarray, str]:
+    """One file as the model's input: uint8 [C, H, W] (shape = (C, H, W)) and a note of what was converted ("" when
+    nothing worth saying). Raises ImageError for a path that is not a readable image."""
+    from PIL import Image, ImageOps
     channels, height, width = shape
-    arrays = []
-    for path in paths:
-        image = Image.open(path).convert("L" if channels == 1 else "RGB").resize((width, height))
-        a = np.asarray(image, dtype=np.uint8).reshape(height, width, channels).transpose(2, 0, 1)
-        arrays.append(a)
-    return torch.from_numpy(np.stack(arrays)).float()
+    default_background, default_side, centring = CONVENTIONS.get(dataset, (None, None, "box"))
+    background = default_background if background is None else background
+    content_side = content_side or default_side or min(height, width)
+    image = _as_viewed(path)
+    image = image.convert("L") if channels == 1 else image
+    notes = []
+    if background is None:                      # photos: keep the aspect ratio by a centred square crop
+        return np.asarray(ImageOps.fit(image, (width, height), Image.BILINEAR), dtype=np.uint8
+                          ).reshape(height, width, channels).transpose(2, 0, 1), ""
+    a = np.asarray(image, dtype=np.uint8)
+    border = np.concatenate([a[0].ravel(), a[-1].ravel(), a[:, 0].ravel(), a[:, -1].ravel()])
+    if abs(float(np.median(border)) - (255 - background)) < abs(float(np.median(border)) - background):
+        a = 255 - a
+        notes.append(f"inverted: {dataset} was trained on light strokes on a dark background")
+    ink = np.abs(a.astype(np.int16) - background).max(axis=-1) if a.ndim == 3 else np.abs(a.astype(np.int16)
+                                                                                              - background)
+    rows, cols = np.nonzero(ink > 32)
+    if len(rows):                               # crop to the drawing, keep its aspect ratio inside the box
+        a = a[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    fill = (background,) * (3 if a.ndim == 3 else 1)
+    crop = Image.fromarray(a)
+    scale = content_side / max(crop.size)
+    crop = crop.resize((max(1, round(crop.size[0] * scale)), max(1, round(crop.size[1] * scale))), Image.LANCZOS)
+    canvas = Image.new(crop.mode, (width, height), fill if len(fill) > 1 else fill[0])
+    left, top = (width - crop.size[0]) // 2, (height - crop.size[1]) // 2
+    if centring == "mass":                      # move the ink's centre of mass to the frame's centre
+        weight = np.abs(np.asarray(crop, dtype=np.float64) - background)
+        weight = weight.sum(-1) if weight.ndim == 3 else weight
+        if weight.sum() > 0:
+            ys, xs = np.indices(weight.shape)
+            cy, cx = (weight * ys).sum() / weight.sum(), (weight * xs).sum() / weight.sum()
+            left = int(np.clip(round(width / 2 - cx - 0.5), 0, width - crop.size[0]))
+            top = int(np.clip(round(height / 2 - cy - 0.5), 0, height - crop.size[1]))
+    canvas.paste(crop, (left, top))
+    out = np.asarray(canvas, dtype=np.uint8).reshape(height, width, channels).transpose(2, 0, 1)
+    return out, "; ".join(notes)
 
 
 @torch.no_grad()
-def predict(model_dir, paths) -> list[tuple[str, str, float]]:
+def predict(model_dir, paths) -> list[tuple[str, str, float, str]]:
+    """(path, class, probability, note) per readable image; raises ImageError for the first unreadable one."""
     model, meta = load(model_dir)
-    proba = model(read_images(paths, meta["input_shape"]))
+    shape, dataset = meta["input_shape"], meta["dataset"]
+    images, notes = zip(*(read_image(p, shape, dataset, meta.get("background"), meta.get("content_side"))
+                          for p in paths))
+    proba = model(torch.from_numpy(np.stack(images)).float())
     best = proba.argmax(1)
-    return [(str(p), meta["classes"][int(b)], float(proba[i, b])) for i, (p, b) in enumerate(zip(paths, best))]
+    return [(str(p), meta["classes"][int(b)], float(proba[i, b]), notes[i])
+            for i, (p, b) in enumerate(zip(paths, best))]
 
 
 def main(argv=None) -> int:
@@ -47,9 +129,21 @@ def main(argv=None) -> int:
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    for path, label, confidence in predict(argv[0], argv[1:]):
-        print(f"{path}\t{label}\t{confidence:.4f}")
-    return 0
+    model_dir, paths = argv[0], argv[1:]
+    if not (Path(model_dir) / "model.json").is_file():
+        print(f"error: {model_dir} holds no model.json/model.pt2 (an export_model folder or a report's model/)",
+              file=sys.stderr)
+        return 2
+    readable = []
+    for path in paths:
+        try:
+            _as_viewed(path)
+            readable.append(path)
+        except ImageError as err:
+            print(f"error: {err}", file=sys.stderr)
+    for path, label, confidence, note in predict(model_dir, readable) if readable else []:
+        print(f"{path}\t{label}\t{confidence:.4f}" + (f"\t({note})" if note else ""))
+    return 0 if len(readable) == len(paths) else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,134 @@
+"""`predict` classifies what an image viewer shows, in the model's own input convention: field case c05 (a phone photo
+with an EXIF orientation tag) and the other members of its kind, each a real file written with Pillow, classified by
+the MNIST model handed in ../shared/field_cases/model_mnist.
+
+    .venv/bin/pytest tests/test_predict.py -q
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO
+
+FIELD_CASES = REPO.parent / "shared" / "field_cases"
+MODEL = FIELD_CASES / "model_mnist"
+pytestmark = pytest.mark.skipif(not (MODEL / "model.pt2").is_file(), reason=f"{MODEL} is absent")
+PREDICT = REPO / "experiments" / "results" / "predict.py"
+UPRIGHT = {7: FIELD_CASES / "c05_exif" / "upright_00_label7.png", 2: FIELD_CASES / "c05_exif" / "upright_01_label2.png"}
+
+
+def run(*paths) -> tuple[int, dict[str, tuple[str, str]], list[str]]:
+    proc = subprocess.run([sys.executable, str(PREDICT), str(MODEL), *map(str, paths)], capture_output=True,
+                          text=True, timeout=120)
+    rows = {}
+    for line in proc.stdout.splitlines():
+        path, label, _, *note = line.split("\t")
+        rows[path] = (label, note[0] if note else "")
+    return proc.returncode, rows, proc.stderr.strip().splitlines()
+
+
+def grey(label: int) -> Image.Image:
+    return Image.open(UPRIGHT[label]).convert("L")
+
+
+# Pillow's transpose that a viewer undoes for each EXIF orientation (2..8): the file stores the image this way
+STORED = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+          5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+          8: Image.Transpose.ROTATE_270}
+
+
+def test_field_case_phone_photos_are_read_upright():
+    status, rows, errors = run(*sorted((FIELD_CASES / "c05_exif").iterdir()))
+    assert status == 0 and not errors
+    labels = {path.rsplit("/", 1)[-1]: label for path, (label, _) in rows.items()}
+    assert labels == {"phone_00_label7.jpg": "7", "phone_01_label2.jpg": "2", "upright_00_label7.png": "7",
+                      "upright_01_label2.png": "2"}
+
+
+def test_every_exif_orientation(tmp_path):
+    paths = {}
+    for label in UPRIGHT:
+        for orientation, op in STORED.items():
+            exif = Image.Exif()
+            exif[0x0112] = orientation
+            path = tmp_path / f"{label}_o{orientation}.jpg"
+            grey(label).transpose(op).save(path, exif=exif, quality=95)
+            paths[path] = str(label)
+    status, rows, _ = run(*paths)
+    assert status == 0
+    assert {p: rows[str(p)][0] for p in paths} == {p: v for p, v in paths.items()}
+
+
+def test_ink_on_paper_is_inverted_and_says_so(tmp_path):
+    path = tmp_path / "paper.png"
+    Image.fromarray(255 - np.asarray(grey(7))).save(path)
+    status, rows, _ = run(path, UPRIGHT[7])
+    assert rows[str(path)][0] == "7" and "inverted" in rows[str(path)][1]
+    assert rows[str(UPRIGHT[7])][1] == ""                          # already light on dark: nothing converted
+
+
+def test_the_aspect_ratio_is_kept(tmp_path):
+    wide = Image.new("L", (700, 280), 0)
+    wide.paste(grey(2), (380, 0))                                  # the digit off-centre on a wide canvas
+    tall = Image.new("L", (280, 600), 0)
+    tall.paste(grey(7), (0, 40))
+    paths = {tmp_path / "wide.png": "2", tmp_path / "tall.png": "7"}
+    wide.save(tmp_path / "wide.png")
+    tall.save(tmp_path / "tall.png")
+    _, rows, _ = run(*paths)
+    assert {p: rows[str(p)][0] for p in paths} == {p: v for p, v in paths.items()}
+
+
+def test_colour_modes_bit_depths_and_transparency(tmp_path):
+    a = np.asarray(grey(7))
+    files = {}
+    Image.fromarray(a).convert("P").save(files.setdefault("palette.png", tmp_path / "palette.png"))
+    Image.fromarray(a.astype(np.uint16) * 257).save(files.setdefault("grey16.png", tmp_path / "grey16.png"))
+    Image.fromarray(a).convert("RGB").convert("CMYK").save(files.setdefault("cmyk.jpg", tmp_path / "cmyk.jpg"))
+    ink = Image.new("RGBA", (280, 280), (0, 0, 0, 0))                # black strokes on a transparent sheet:
+    ink.putalpha(Image.fromarray(a))                                 # a viewer shows black on white
+    ink.save(files.setdefault("transparent.png", tmp_path / "transparent.png"))
+    frames = [Image.fromarray(a), Image.fromarray(np.asarray(grey(2)))]
+    frames[0].save(files.setdefault("anim.gif", tmp_path / "anim.gif"), save_all=True, append_images=frames[1:])
+    assert Image.open(files["grey16.png"]).mode.startswith("I")
+    status, rows, errors = run(*files.values())
+    assert status == 0 and not errors
+    assert {name: rows[str(path)][0] for name, path in files.items()} == {name: "7" for name in files}
+    assert "inverted" in rows[str(files["transparent.png"])][1]
+
+
+def test_paths_that_are_not_images_get_one_line_each(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(UPRIGHT[2].read_bytes()[:200])
+    status, rows, errors = run(text, tmp_path, truncated, tmp_path / "missing.png", UPRIGHT[2])
+    assert status == 1
+    assert rows == {str(UPRIGHT[2]): ("2", "")}                    # the readable one is still classified
+    assert len(errors) == 4 and all(line.startswith("error: ") for line in errors)
+    for path, line in zip((text, tmp_path, truncated, tmp_path / "missing.png"), errors):
+        assert str(path) in line
+
+
+def test_photos_keep_their_aspect_by_a_centred_crop():
+    sys.path.insert(0, str(PREDICT.parent))
+    try:
+        from predict import read_image
+    finally:
+        sys.path.remove(str(PREDICT.parent))
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/wide.png"
+        a = np.zeros((32, 96, 3), dtype=np.uint8)
+        a[:, :32] = (255, 0, 0)            # red | green | blue thirds: the centred square is the green one
+        a[:, 32:64] = (0, 255, 0)
+        a[:, 64:] = (0, 0, 255)
+        Image.fromarray(a).save(path)
+        x, note = read_image(path, (3, 32, 32), "cifar10")
+    assert x.shape == (3, 32, 32) and note == ""
+    assert x[1].mean() > 200 and x[0].mean() < 60 and x[2].mean() < 60

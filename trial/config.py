@@ -345,7 +345,10 @@ def load_params_file(path: str) -> dict[str, Any]:
         text = fh.read()
     if path.endswith((".yml", ".yaml")):
         import yaml
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)     # plain data only: no tags that build Python objects
+        except yaml.YAMLError as err:
+            raise ConfigError(f"params file {path} is not plain YAML data: {' '.join(str(err).split())}") from None
     else:
         try:
             data = json.loads(text)

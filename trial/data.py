@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import io
 import lzma
 import os
 import pickle
@@ -256,13 +257,28 @@ def _cifar_bin_splits(folder: Path, sources: list[Path]) -> Splits:
     return Splits(*(torch.from_numpy(a.copy()) for a in (tx, ty, parts[5][0], parts[5][1])))
 
 
+class CifarUnpickler(pickle.Unpickler):
+    """Reads the CIFAR-10 python layout (pickled dicts of lists, bytes and numpy arrays) and nothing else: any other
+    global a pickle names (os.system, builtins.eval, ...) is refused instead of called, so a crafted data_batch_1
+    runs no code. The binary layout, tried first, needs no unpickling at all."""
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it asks to load {module}.{name}, which a CIFAR-10 batch never holds "
+                                     f"(refused: unpickling it could run code)")
+
+
 def _cifar_py_splits(folder: Path, sources: list[Path]) -> Splits:
     parts = []
     for base in CIFAR_PY:
         path = _find(folder, base)
         sources.append(path)
         try:
-            batch = pickle.loads(_read_bytes(path), encoding="bytes")
+            batch = CifarUnpickler(io.BytesIO(_read_bytes(path)), encoding="bytes").load()
             x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             y = np.asarray(batch[b"labels"], dtype=np.int64)
         except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as err:

@@ -57,7 +57,7 @@ def restore(path: Path, cfg: TrialConfig, model: nn.Module, opt: torch.optim.Opt
     if not path.is_file():
         return RunState()
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
         if saved.get("key") != resume_key(cfg):
             raise ValueError("it belongs to another configuration")
     except Exception as err:   # a half-written or damaged file must not cost the trial

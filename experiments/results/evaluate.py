@@ -72,6 +72,7 @@ class RawPixels(nn.Module):
 def export_model(model: nn.Module, cfg: TrialConfig, out_dir: str | Path) -> Path:
     """Write `model` (trained with `cfg`) to out_dir as model.pt2 (a torch.export program: raw pixels float32
     [N, C, H, W], 0..255, in; probabilities float32 [N, classes] out; any batch size), model_state.pt and model.json.
+    The program carries no source stack traces (torch.export keeps them by default, with this machine's file paths).
     Returns out_dir."""
     info = data_mod.INFO[cfg.dataset]
     out = Path(out_dir)
@@ -80,6 +81,8 @@ def export_model(model: nn.Module, cfg: TrialConfig, out_dir: str | Path) -> Pat
     wrapped = RawPixels(model, info).eval()
     example = torch.zeros(2, *info.shape)
     program = torch.export.export(wrapped, (example,), dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    for node in program.graph.nodes:   # source stack traces name this machine's files; a shared model needs none
+        node.meta.pop("stack_trace", None)
     torch.export.save(program, out / "model.pt2")
     torch.save({"config": cfg.to_dict(), "state_dict": model.state_dict()}, out / "model_state.pt")
     (out / "model.json").write_text(json.dumps({"dataset": cfg.dataset, "input_shape": list(info.shape),

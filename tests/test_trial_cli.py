@@ -123,6 +123,9 @@ def test_diverged_run_keeps_its_result(tiny_root, tmp_path):
     assert final["diverged"] is True
     assert "learning rate" in final["error"]
     assert final["epochs_run"] == len(metrics) < 4
+    # ranked last by the tuner, with a finite number; the accuracy before the divergence is kept beside it
+    assert final["default"] == 0.0 and final["diverged_epoch"] == len(metrics) + 1
+    assert 0.0 <= final["best_val_accuracy"] <= 1.0
     assert (out / "config.json").is_file() and (out / "trial.json").is_file()
 
 

@@ -144,8 +144,8 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     `data` reuses splits already on the device (else they are prepared from `data_dir`); `output_dir` receives
     config.json, metrics.jsonl, final.json and best.pt; with `resume_from` (a file, see trial/resume.py) the run
     continues from the state a run of the same config with a smaller budget saved there, re-reports those epochs,
-    and saves its own state after every epoch. A loss that turns NaN ends the run early with the best weights so far
-    and `diverged` True in the metrics. Raises ConfigError for an unusable device and trial.data.DatasetError for
+    and saves its own state after every epoch. A loss that turns NaN ends the run early with the best weights so far,
+    `diverged` True, `diverged_epoch` and `default` 0.0 (ranked last by a tuner, never NaN) in the metrics. Raises ConfigError for an unusable device and trial.data.DatasetError for
     missing or corrupt data."""
     start = time.perf_counter()
     device = pick_device(cfg.device)
@@ -176,7 +176,7 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     state = resume.restore(Path(resume_from), cfg, model, opt, schedule, steps, average) if resume_from \
         else resume.RunState()
     transform = training_transform(cfg, d.info)
-    resumed_from, diverged = len(state.history), None
+    resumed_from, diverged, diverged_epoch = len(state.history), None, 0
     for metrics in state.history:   # the curve stays whole in the dashboard
         if report is not None:
             report({**metrics, "resumed": 1})
@@ -190,7 +190,7 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
             train_loss = train_epoch(net, opt, schedule, loss, batches(d.train_x, d.train_y, cfg.batch_size,
                                                                        transform), amp, bar, average)
         except TrainingDiverged as err:
-            diverged = f"{err} in epoch {epoch}; lower learning_rate or turn on batch_norm"
+            diverged, diverged_epoch = f"{err} in epoch {epoch}; lower learning_rate or turn on batch_norm", epoch
             break
         val = evaluate(scored, d.val_x, d.val_y, loss, amp, cfg.tta)
         schedule.after_epoch(val["accuracy"])
@@ -229,7 +229,9 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
         final["test_accuracy"] = evaluate(net, d.test_x, d.test_y, loss, amp, cfg.tta)["accuracy"]
     if diverged:
         print(f"[train] {diverged}", file=sys.stderr)
-        final["error"] = diverged   # before saving: final.json says why the run stopped
+        # the tuner sees a real number that ranks the run last (never NaN), and why: the epoch it diverged in; the
+        # best accuracy before that stays in best_val_accuracy, the reason in words in final.json's "error"
+        final.update(default=0.0, diverged_epoch=diverged_epoch, error=diverged)
     if output_dir is not None:
         save_run(Path(output_dir), cfg, state.history, final, kept)
     return TrainResult(model.eval(), final, state.history, cfg)

@@ -411,6 +411,8 @@ def load(name: str, data_dir: str | os.PathLike | None = None, download: bool | 
         splits = _read_cache(cache)   # another process may have written it while we waited
         if splits is not None:
             return splits
+        for stale in cache.parent.glob(f"{cache.stem}.tmp*"):   # a writer killed mid-write (we hold the lock now)
+            stale.unlink(missing_ok=True)
         start = time.perf_counter()
         splits = reader(folder, [])
         _validate(name, splits, folder)

@@ -37,6 +37,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="continue a run of the same config with fewer epochs (on by default under Hyperband)")
     p.add_argument("--resume-dir", help="where resumable states live (default $CNNSEARCH_RESUME_DIR or the cache)")
+    p.add_argument("--no-train", action="store_true",
+                   help="load tests of NNI itself: resolve and record the parameters, report one epoch and a final "
+                        "result derived from them (a number in [0, 1) from their hash), train nothing")
     g = p.add_argument_group("config overrides (highest precedence); see trial/config.py")
     for name, f in FIELDS.items():
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
@@ -91,6 +94,15 @@ def main(argv=None) -> int:
                   "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                   "python": platform.python_version(), "argv": sys.argv}
     (out / "trial.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+    if args.no_train:   # the adapter's whole NNI path (parameters in, provenance, metrics out), no training
+        value = int(provenance["params_digest"], 16) % 10000 / 10000
+        final = {"default": value, "no_train": 1, "params_digest": int(provenance["params_digest"], 16)}
+        if reporter:
+            reporter.intermediate({"default": value, "epoch": 1})
+            reporter.final(final)
+        else:
+            print(f"no training: default {value:.4f}")
+        return 0
     # Hyperband sends its budget as TRIAL_BUDGET: a promoted configuration resumes its lower-budget run
     resumable = args.resume or args.resume_dir or "TRIAL_BUDGET" in flatten_params(sampled)
     try:

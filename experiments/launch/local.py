@@ -10,10 +10,12 @@ import socket
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
 from trial import REPO
+from trial.search_space import validate
 
 from ..results.export import END_STATES, load_experiment
 from . import secure
@@ -40,14 +42,15 @@ def trial_statuses(port: int) -> list[str]:
 
 
 def run(name: str, trial_command: str, search_space: dict, tuner: dict, workdir: str | Path, max_trials: int,
-        concurrency: int = 2, duration_s: float | None = None, assessor: dict | None = None
-        ) -> tuple[str, float, pd.DataFrame]:
+        concurrency: int = 2, duration_s: float | None = None, assessor: dict | None = None,
+        on_poll: Callable[[int], None] | None = None) -> tuple[str, float, pd.DataFrame]:
     """Start, wait until `max_trials` trials ended or `duration_s` passed (running trials are then stopped with the
     experiment), stop; returns (experiment id, wall seconds, the trial table of results.export). `tuner` and
     `assessor` are NNI algorithm specs ({"name": ...} or {"code_directory", "class_name", "class_args"}; see
-    experiments.tuners). Raises ExperimentError when NNI reports the experiment failed, TimeoutError when
+    experiments.tuners); `on_poll(port)` is called at every poll (twice a second) while it runs. Raises ExperimentError when NNI reports the experiment failed, TimeoutError when
     `max_trials` did not end in time without a `duration_s`."""
     from nni.experiment import AlgorithmConfig, CustomAlgorithmConfig, Experiment
+    validate(search_space)    # SearchSpaceError (one line) rather than an experiment whose tuner dies
 
     def algorithm(spec: dict):
         return (CustomAlgorithmConfig if "class_name" in spec else AlgorithmConfig)(**spec)
@@ -74,6 +77,8 @@ def run(name: str, trial_command: str, search_space: dict, tuner: dict, workdir:
             if status.get("status") == "ERROR":
                 # e.g. "Tuner did not connect in 10 seconds": NNI gives a tuner 10 s to start, too few on a busy CPU
                 raise ExperimentError(f"experiment {name} failed: {status.get('errors')}")
+            if on_poll is not None:
+                on_poll(port)
             statuses = trial_statuses(port)
             if len(statuses) >= max_trials and all(s in END_STATES for s in statuses):
                 break

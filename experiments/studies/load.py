@@ -1,0 +1,96 @@
+"""Load test of the search machinery: a local NNI experiment of many very short trials, every one accounted for.
+
+    python -m experiments.studies.load --trials 300 --concurrency 8
+
+Each trial is `python -m trial --no-train`: the whole adapter path of a real trial (NNI's parameters in, the trial's
+own record written, one intermediate and one final result reported, with the hash of the parameters it received) with
+no training, so the load is on NNI's manager, its tuner (Random) and the local training service. Started through our
+secure starter (launch/local.py: 127.0.0.1 only). At the end it reads NNI's database and the trials' own files back and
+prints: trials started and how they ended, final results recorded (each trial exactly once), results lost (a trial that
+succeeded without its final result in the database, or whose result is not its own parameters'), wall time, and the
+NNI manager's resident memory at the first poll, at the end and at its peak. Exit status 1 when a result was lost or
+recorded twice.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+
+SPACE = {"learning_rate": {"_type": "loguniform", "_value": [1e-4, 1e-1]},
+         "filters": {"_type": "choice", "_value": [8, 16, 32, 64]},
+         "dropout": {"_type": "uniform", "_value": [0.0, 0.5]}}
+
+
+def manager_process(port: int):
+    """NNI's node manager serving `port` (psutil.Process), or None."""
+    import psutil
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if any(part.endswith("main.js") for part in cmdline) and str(port) in cmdline:
+            return proc
+    return None
+
+
+def run_load(trials: int, concurrency: int, workdir: str | Path) -> dict:
+    """Run the experiment to its end and return the figures (see the module docstring)."""
+    import psutil
+
+    from experiments.launch import local
+    rss: list[int] = []
+
+    def sample(port: int) -> None:
+        proc = manager_process(port)
+        if proc is not None:
+            try:
+                rss.append(proc.memory_info().rss)
+            except psutil.Error:
+                pass
+
+    exp_id, wall, table = local.run("load", f"{sys.executable} -m trial --no-train --dataset mnist", SPACE,
+                                    {"name": "Random", "class_args": {"seed": 0}}, workdir, trials, concurrency,
+                                    on_poll=sample)
+    db = sqlite3.connect(f"file:{Path(workdir) / exp_id / 'db' / 'nni.sqlite'}?mode=ro", uri=True)
+    try:
+        finals = db.execute("select trialJobId, count(*) from MetricData where type = 'FINAL' "
+                            "group by trialJobId").fetchall()
+    finally:
+        db.close()
+    per_trial = dict(finals)
+    succeeded = table[table["status"] == "SUCCEEDED"]
+    own_result = succeeded.get("final_digest_ok", False)
+    lost = [t for t in succeeded["trial_id"] if per_trial.get(t, 0) == 0]
+    wrong = list(succeeded.loc[~own_result.fillna(False).astype(bool), "trial_id"]) if len(succeeded) else []
+    return {"experiment": exp_id, "trials_asked": trials, "trials_started": len(table),
+            "statuses": {k: int(v) for k, v in table["status"].value_counts().items()},
+            "final_results_recorded": int(sum(per_trial.values())),
+            "trials_with_more_than_one_final": sum(1 for n in per_trial.values() if n > 1),
+            "results_lost": len(lost) + len(wrong), "wall_s": round(wall, 1), "concurrency": concurrency,
+            "manager_rss_mb_start": round(rss[0] / 2 ** 20, 1) if rss else None,
+            "manager_rss_mb_end": round(rss[-1] / 2 ** 20, 1) if rss else None,
+            "manager_rss_mb_max": round(max(rss) / 2 ** 20, 1) if rss else None, "rss_samples": len(rss)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.studies.load", description=__doc__.split("\n\n")[0])
+    p.add_argument("--trials", type=int, default=300)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--workdir", help="NNI's experiment directory (default: a temporary one, removed at the end)")
+    p.add_argument("--json", help="also write the figures here")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="nni-load-") as tmp:
+        figures = run_load(args.trials, args.concurrency, args.workdir or tmp)
+    for key, value in figures.items():
+        print(f"{key:>34}: {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    bad = figures["results_lost"] or figures["trials_with_more_than_one_final"] or \
+        figures["trials_started"] != args.trials
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

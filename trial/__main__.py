@@ -93,6 +93,13 @@ def main(argv=None) -> int:
                   "ssh_server": dict(enumerate(os.environ.get("SSH_CONNECTION", "").split())).get(2),
                   "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                   "python": platform.python_version(), "argv": sys.argv}
+    reported = out / "final_reported.json"
+    if reporter and _already_reported(reported, provenance["params_digest"]):
+        # NNI re-runs a trial whose end it did not record (its manager was killed after the result arrived, then the
+        # experiment was resumed): the result is in its database once already; a second run would record it twice
+        print(f"[trial] {reported} says this trial's final result was reported already; not training it again",
+              file=sys.stderr)
+        return 0
     (out / "trial.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
     if args.no_train:   # the adapter's whole NNI path (parameters in, provenance, metrics out), no training
         value = int(provenance["params_digest"], 16) % 10000 / 10000
@@ -118,9 +125,18 @@ def main(argv=None) -> int:
         final["parameter_id"] = provenance["parameter_id"]
     if reporter:
         reporter.final(final)
+        reported.write_text(json.dumps({"params_digest": provenance["params_digest"],
+                                        "trial_id": provenance["trial_id"]}) + "\n")
     else:
         print(summary(cfg, final, out))
     return 0
+
+
+def _already_reported(marker: Path, digest: str) -> bool:
+    try:
+        return json.loads(marker.read_text()).get("params_digest") == digest
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def summary(cfg, final: dict, out: Path) -> str:

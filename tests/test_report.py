@@ -183,7 +183,7 @@ def test_exported_model_predicts_alone_in_a_fresh_process(tmp_path, tiny_root):
 import json, runpy, sys
 predict = runpy.run_path({str(REPO / 'experiments' / 'results' / 'predict.py')!r})
 model, meta = predict['load']({str(model_dir)!r})
-x = predict['read_images']({[str(p) for p in paths]!r}, meta['input_shape'])
+x = predict['read_images']({[str(p) for p in paths]!r}, meta['input_shape'], meta['dataset'])
 proba = model(x).tolist()
 assert not any(m == 'trial' or m.startswith('trial.') or m.startswith('experiments') for m in sys.modules), \\
     sorted(m for m in sys.modules if m.startswith(('trial', 'experiments')))

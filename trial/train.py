@@ -145,8 +145,8 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     config.json, metrics.jsonl, final.json and best.pt; with `resume_from` (a file, see trial/resume.py) the run
     continues from the state a run of the same config with a smaller budget saved there, re-reports those epochs,
     and saves its own state after every epoch. A loss that turns NaN ends the run early with the best weights so far,
-    `diverged` True, `diverged_epoch` and `default` 0.0 (ranked last by a tuner, never NaN) in the metrics. Raises ConfigError for an unusable device and trial.data.DatasetError for
-    missing or corrupt data."""
+    `diverged` True, `diverged_epoch` and `default` 0.0 (ranked last by a tuner, never NaN) in the metrics. Raises
+    ConfigError for an unusable device and trial.data.DatasetError for missing or corrupt data."""
     start = time.perf_counter()
     device = pick_device(cfg.device)
     if cfg.threads:

@@ -47,8 +47,9 @@ def run(name: str, trial_command: str, search_space: dict, tuner: dict, workdir:
     """Start, wait until `max_trials` trials ended or `duration_s` passed (running trials are then stopped with the
     experiment), stop; returns (experiment id, wall seconds, the trial table of results.export). `tuner` and
     `assessor` are NNI algorithm specs ({"name": ...} or {"code_directory", "class_name", "class_args"}; see
-    experiments.tuners); `on_poll(port)` is called at every poll (twice a second) while it runs. Raises ExperimentError when NNI reports the experiment failed, TimeoutError when
-    `max_trials` did not end in time without a `duration_s`."""
+    experiments.tuners); `on_poll(port)` is called at every poll (twice a second) while it runs. Raises
+    SearchSpaceError for a space NNI's tuners cannot take, ExperimentError when NNI reports the experiment failed,
+    TimeoutError when `max_trials` did not end in time without a `duration_s`."""
     from nni.experiment import AlgorithmConfig, CustomAlgorithmConfig, Experiment
     validate(search_space)    # SearchSpaceError (one line) rather than an experiment whose tuner dies
 

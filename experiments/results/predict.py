@@ -10,9 +10,10 @@ MODEL_DIR holds `model.pt2` and `model.json` (written by `experiments.results.ev
 - the model's channels (grey for MNIST/Fashion-MNIST, RGB for CIFAR-10);
 - MNIST and Fashion-MNIST were trained on light strokes on a dark background: a picture with a light background
   (ink on paper) is inverted, and the line says so;
-- the aspect ratio is kept: for MNIST the drawing is cropped to its ink, fitted into a 20x20 box and centred in
-  28x28 (how MNIST's digits were made: LeCun et al. 1998); for Fashion-MNIST the object is fitted into 28x28; for
-  CIFAR-10 the photo is cropped about its centre to a square, then resized.
+- an image already of the model's size and convention goes in unchanged; otherwise the aspect ratio is kept: for
+  MNIST the drawing is cropped to its ink, fitted into a 20x20 box and centred in 28x28 by its centre of mass (how
+  MNIST's digits were made: LeCun et al. 1998); for Fashion-MNIST the object is fitted into 28x28; for CIFAR-10 the
+  photo is cropped about its centre to a square, then resized.
 A path that is not an image Pillow can read gets one `error:` line; the others are still classified (exit status 1).
 """
 from __future__ import annotations
@@ -87,6 +88,8 @@ def read_image(path: str | Path, shape, dataset: str, background: int | None = N
     if abs(float(np.median(border)) - (255 - background)) < abs(float(np.median(border)) - background):
         a = 255 - a
         notes.append(f"inverted: {dataset} was trained on light strokes on a dark background")
+    elif image.size == (width, height):         # already in the model's own format (e.g. a test image): as it is
+        return a.reshape(height, width, channels).transpose(2, 0, 1).copy(), ""
     ink = np.abs(a.astype(np.int16) - background).max(axis=-1) if a.ndim == 3 else np.abs(a.astype(np.int16)
                                                                                               - background)
     rows, cols = np.nonzero(ink > 32)
@@ -109,6 +112,11 @@ def read_image(path: str | Path, shape, dataset: str, background: int | None = N
     canvas.paste(crop, (left, top))
     out = np.asarray(canvas, dtype=np.uint8).reshape(height, width, channels).transpose(2, 0, 1)
     return out, "; ".join(notes)
+
+
+def read_images(paths, shape, dataset: str = "") -> torch.Tensor:
+    """Files as one float32 batch of raw pixel values [N, C, H, W] (0..255), each read by read_image."""
+    return torch.from_numpy(np.stack([read_image(p, shape, dataset)[0] for p in paths])).float()
 
 
 @torch.no_grad()

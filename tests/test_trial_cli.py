@@ -199,3 +199,28 @@ def test_field_case_batch_norm_with_a_last_batch_of_one_trains(isolated_env, tmp
     assert train_images % c04b["batch_size"] == 1          # the case really has a remainder of one ...
     starts = batch_starts(train_images, c04b["batch_size"])
     assert train_images - starts[-1] == 98                # ... which the last batch takes in
+
+
+def test_out_of_memory_is_one_line_naming_batch_size_and_parameters(tiny_root, monkeypatch):
+    """The GPU's out-of-memory error, raised for real by torch's own exception type from inside the model's forward
+    pass on the first batch (no GPU here to exhaust): the run ends with a ConfigError of one line."""
+    import torch
+    from trial import train as train_mod
+    from trial.config import ConfigError
+    real_build = train_mod.build_model
+
+    def build_and_fail(cfg, shape):
+        net = real_build(cfg, shape)
+
+        def hook(module, args):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        net.register_forward_pre_hook(hook)
+        return net
+    monkeypatch.setattr(train_mod, "build_model", build_and_fail)
+    cfg = resolve({"dataset": "mnist", "filters": 8, "dense_units": 16, "batch_size": 64, "epochs": 1,
+                   "train_subset": 128, "val_size": 64})
+    with pytest.raises(ConfigError) as info:
+        train_mod.train(cfg)
+    message = str(info.value)
+    assert "\n" not in message and "batch_size 64" in message and "parameters" in message
+    assert f"{sum(p.numel() for p in real_build(cfg, (1, 28, 28)).parameters()):,}" in message

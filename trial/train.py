@@ -146,7 +146,8 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     continues from the state a run of the same config with a smaller budget saved there, re-reports those epochs,
     and saves its own state after every epoch. A loss that turns NaN ends the run early with the best weights so far,
     `diverged` True, `diverged_epoch` and `default` 0.0 (ranked last by a tuner, never NaN) in the metrics. Raises
-    ConfigError for an unusable device and trial.data.DatasetError for missing or corrupt data."""
+    ConfigError for an unusable device or an out-of-memory error in training (one line: the batch size and the
+    parameter count) and trial.data.DatasetError for missing or corrupt data."""
     start = time.perf_counter()
     device = pick_device(cfg.device)
     if cfg.threads:
@@ -192,6 +193,10 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
         except TrainingDiverged as err:
             diverged, diverged_epoch = f"{err} in epoch {epoch}; lower learning_rate or turn on batch_norm", epoch
             break
+        except torch.OutOfMemoryError:
+            raise ConfigError(f"out of memory on {device} training a model of {count_parameters(model):,} "
+                              f"parameters with batch_size {cfg.batch_size}; lower batch_size (or width_mult), or "
+                              f"use a device with more memory") from None
         val = evaluate(scored, d.val_x, d.val_y, loss, amp, cfg.tta)
         schedule.after_epoch(val["accuracy"])
         metrics = {"default": val["accuracy"], "val_loss": val["loss"], "train_loss": train_loss,

@@ -26,6 +26,7 @@ from typing import Callable
 import yaml
 
 from experiments.launch import secure
+from experiments.launch.check import dispatcher_error
 from experiments.results.export import END_STATES as FINISHED
 from trial import REPO
 
@@ -139,8 +140,7 @@ class RunningExperiment:
     def check_healthy(self) -> None:
         """Fail fast: an ERROR status, or a tuner that died (NNI then still reports RUNNING, with no new trials)."""
         status = self.status()
-        dispatcher_log = self.root / "log" / "dispatcher.log"
-        tuner_died = dispatcher_log.exists() and "Traceback" in dispatcher_log.read_text(errors="replace")
+        tuner_died = dispatcher_error(self.id, self.workdir)
         if status.get("status") == "ERROR" or status.get("errors") or tuner_died:
             raise AssertionError(f"experiment {self.id} failed: {status}\n{self.logs()}")
 

@@ -76,6 +76,8 @@ def test_the_command_line(tmp_path):
 def test_dispatcher_error_reads_the_last_traceback(tmp_path):
     log = tmp_path / "abc" / "log" / "dispatcher.log"
     log.parent.mkdir(parents=True)
+    (tmp_path / "abc" / "db").mkdir()
+    (tmp_path / "abc" / "db" / "nni.sqlite").touch()       # how experiments.results.export finds an experiment
     log.write_text("[2026-11-30 10:00:00] INFO (nni/MainThread) start\n")
     assert dispatcher_error("abc", tmp_path) is None
     log.write_text(log.read_text() + "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"

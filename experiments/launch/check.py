@@ -32,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from experiments.results.export import experiment_dir
 from trial.config import ConfigError, load_params_file, resolve
 from trial.search_space import SearchSpaceError, load_space, sample, validate
 
@@ -206,17 +207,12 @@ def _quiet():
 
 
 # ------------------------------------------------------------------------------------------ a running experiment
-def experiment_dir(experiment_id: str, root: str | Path | None = None) -> Path:
-    return Path(root or Path.home() / "nni-experiments").expanduser() / experiment_id
-
-
 def dispatcher_error(experiment_id: str, root: str | Path | None = None) -> str | None:
     """The error that ended the experiment's tuner or assessor (NNI's dispatcher process), one line, from its
     dispatcher.log; None while it runs (or never ran)."""
-    log = experiment_dir(experiment_id, root) / "log" / "dispatcher.log"
     try:
-        text = log.read_text(errors="replace")
-    except OSError:
+        text = (experiment_dir(experiment_id, root) / "log" / "dispatcher.log").read_text(errors="replace")
+    except OSError:   # no such experiment (yet: FileNotFoundError), or no dispatcher log
         return None
     if "Traceback (most recent call last)" not in text:
         return None

@@ -77,8 +77,7 @@ def main(argv=None) -> int:
             sampled = reporter.params
         else:
             sampled = sample_file(args.sample, args.sample_seed) if args.sample else {}
-        cli = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
-        cfg = resolve(file_params, sampled, SMOKE if args.smoke else {}, cli)
+        cfg = resolve(file_params, sampled, SMOKE if args.smoke else {}, cli_overrides(args))
     except (ConfigError, SearchSpaceError, OSError) as err:
         print(f"error: invalid trial parameters: {err}", file=sys.stderr)
         return 2
@@ -102,23 +101,19 @@ def main(argv=None) -> int:
         return 0
     (out / "trial.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
     if args.no_train:   # the adapter's whole NNI path (parameters in, provenance, metrics out), no training
-        value = int(provenance["params_digest"], 16) % 10000 / 10000
-        final = {"default": value, "no_train": 1, "params_digest": int(provenance["params_digest"], 16)}
+        final = {"default": int(provenance["params_digest"], 16) % 10000 / 10000, "no_train": 1}
         if reporter:
-            reporter.intermediate({"default": value, "epoch": 1})
-            reporter.final(final)
-        else:
-            print(f"no training: default {value:.4f}")
-        return 0
-    # Hyperband sends its budget as TRIAL_BUDGET: a promoted configuration resumes its lower-budget run
-    resumable = args.resume or args.resume_dir or "TRIAL_BUDGET" in flatten_params(sampled)
-    try:
-        final = train(cfg, report=reporter.intermediate if reporter else None, output_dir=out,
-                      data_dir=args.data_dir, progress=not under_nni,
-                      resume_from=resume_path(cfg, args.resume_dir) if resumable else None).metrics
-    except (DatasetError, ConfigError) as err:   # anything else is a bug: its traceback goes to the trial's log
-        print(f"error: trial failed: {err}", file=sys.stderr)
-        return 1
+            reporter.intermediate({"default": final["default"], "epoch": 1})
+    else:
+        # Hyperband sends its budget as TRIAL_BUDGET: a promoted configuration resumes its lower-budget run
+        resumable = args.resume or args.resume_dir or "TRIAL_BUDGET" in flatten_params(sampled)
+        try:
+            final = train(cfg, report=reporter.intermediate if reporter else None, output_dir=out,
+                          data_dir=args.data_dir, progress=not under_nni,
+                          resume_from=resume_path(cfg, args.resume_dir) if resumable else None).metrics
+        except (DatasetError, ConfigError) as err:   # anything else is a bug: its traceback goes to the trial's log
+            print(f"error: trial failed: {err}", file=sys.stderr)
+            return 1
     # the trial's own record of what it trained with travels with its result (NNI 3.0 can mis-pair its record)
     final["params_digest"] = int(provenance["params_digest"], 16)
     if isinstance(provenance["parameter_id"], int):
@@ -127,9 +122,16 @@ def main(argv=None) -> int:
         reporter.final(final)
         reported.write_text(json.dumps({"params_digest": provenance["params_digest"],
                                         "trial_id": provenance["trial_id"]}) + "\n")
+    elif args.no_train:
+        print(f"no training: default {final['default']:.4f}")
     else:
         print(summary(cfg, final, out))
     return 0
+
+
+def cli_overrides(args: argparse.Namespace) -> dict:
+    """The config keys given as flags (`--filters 64` -> {"filters": "64"}), as parse_args leaves them."""
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
 
 
 def _already_reported(marker: Path, digest: str) -> bool:

@@ -56,7 +56,7 @@ def _one_line(err: BaseException) -> str:
 
 def _trial_layers(command: str, code_dir: Path) -> tuple[dict, dict] | str:
     """(params-file layer, flag layer) of a `python -m trial ...` command, or a problem line."""
-    from trial.__main__ import parse_args
+    from trial.__main__ import cli_overrides, parse_args
     words = shlex.split(command)
     if "-m" not in words or words.index("-m") + 1 >= len(words) or words[words.index("-m") + 1] != "trial":
         return "the trial command does not run `python -m trial`"
@@ -74,8 +74,7 @@ def _trial_layers(command: str, code_dir: Path) -> tuple[dict, dict] | str:
             file_params = load_params_file(str(path))
         except (OSError, ConfigError) as err:
             return f"trialCommand --params {parsed.params}: {_one_line(err)}"
-    flags = {k[4:]: v for k, v in vars(parsed).items() if k.startswith("cfg_") and v is not None}
-    return file_params, flags
+    return file_params, cli_overrides(parsed)
 
 
 def _algorithm(spec, base: Path, kind: str):

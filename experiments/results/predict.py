@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# How each dataset's images were made, for pictures to be made the same way: background pixel value (None: photos,
+# How each dataset's images were made, for pictures to be made the same way (keyed by model.json's "dataset"): background pixel value (None: photos,
 # full frame), the side of the box the drawing is fitted into, and how it is centred in the frame. MNIST: size-
 # normalised into 20x20, centred by its centre of mass (LeCun et al. 1998, "Gradient-based learning applied to
 # document recognition", and the MNIST page); Fashion-MNIST: longest side resized to 28, centred (Xiao et al. 2017).
@@ -54,13 +54,13 @@ def _as_viewed(path: str | Path):
             f"unreadable ({type(err).__name__}: {err})"
         raise ImageError(f"{path}: {reason}; give a PNG, JPEG, BMP, GIF, TIFF or WebP file") from None
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):   # 16/32-bit grey (or floats in 0..1) to 8 bits
         a = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(a / (65535.0 if a.max() > 255 else 1.0) * (255 if a.max() > 255 else 1),
-                                        0, 255).astype(np.uint8), "L")
-    elif image.mode == "F":
-        a = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(a * (255 if a.max() <= 1 else 1), 0, 255).astype(np.uint8), "L")
+        if image.mode == "F":
+            scale = 255.0 if a.max() <= 1 else 1.0
+        else:
+            scale = 255 / 65535 if a.max() > 255 else 1.0
+        image = Image.fromarray(np.clip(a * scale, 0, 255).astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -68,15 +68,13 @@ def _as_viewed(path: str | Path):
     return image.convert("RGB")
 
 
-def read_image(path: str | Path, shape, dataset: str, background: int | None = None,
-               content_side: int | None = None) -> tuple[np.ndarray, str]:
+def read_image(path: str | Path, shape, dataset: str) -> tuple[np.ndarray, str]:
     """One file as the model's input: uint8 [C, H, W] (shape = (C, H, W)) and a note of what was converted ("" when
     nothing worth saying). Raises ImageError for a path that is not a readable image."""
     from PIL import Image, ImageOps
     channels, height, width = shape
-    default_background, default_side, centring = CONVENTIONS.get(dataset, (None, None, "box"))
-    background = default_background if background is None else background
-    content_side = content_side or default_side or min(height, width)
+    background, content_side, centring = CONVENTIONS.get(dataset, (None, None, "box"))
+    content_side = content_side or min(height, width)
     image = _as_viewed(path)
     image = image.convert("L") if channels == 1 else image
     notes = []
@@ -90,8 +88,8 @@ def read_image(path: str | Path, shape, dataset: str, background: int | None = N
         notes.append(f"inverted: {dataset} was trained on light strokes on a dark background")
     elif image.size == (width, height):         # already in the model's own format (e.g. a test image): as it is
         return a.reshape(height, width, channels).transpose(2, 0, 1).copy(), ""
-    ink = np.abs(a.astype(np.int16) - background).max(axis=-1) if a.ndim == 3 else np.abs(a.astype(np.int16)
-                                                                                              - background)
+    ink = np.abs(a.astype(np.int16) - background)
+    ink = ink.max(axis=-1) if ink.ndim == 3 else ink
     rows, cols = np.nonzero(ink > 32)
     if len(rows):                               # crop to the drawing, keep its aspect ratio inside the box
         a = a[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
@@ -120,16 +118,22 @@ def read_images(paths, shape, dataset: str = "") -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model_dir, paths) -> list[tuple[str, str, float, str]]:
-    """(path, class, probability, note) per readable image; raises ImageError for the first unreadable one."""
+def predict(model_dir, paths) -> tuple[list[tuple[str, str, float, str]], list[str]]:
+    """Classify the files, each read once: ((path, class, probability, note) per readable image, one error line per
+    path that is not a readable image)."""
     model, meta = load(model_dir)
-    shape, dataset = meta["input_shape"], meta["dataset"]
-    images, notes = zip(*(read_image(p, shape, dataset, meta.get("background"), meta.get("content_side"))
-                          for p in paths))
-    proba = model(torch.from_numpy(np.stack(images)).float())
+    read, errors = [], []
+    for path in paths:
+        try:
+            read.append((path, *read_image(path, meta["input_shape"], meta["dataset"])))
+        except ImageError as err:
+            errors.append(str(err))
+    if not read:
+        return [], errors
+    proba = model(torch.from_numpy(np.stack([image for _, image, _ in read])).float())
     best = proba.argmax(1)
-    return [(str(p), meta["classes"][int(b)], float(proba[i, b]), notes[i])
-            for i, (p, b) in enumerate(zip(paths, best))]
+    return [(str(path), meta["classes"][int(b)], float(proba[i, b]), note)
+            for i, ((path, _, note), b) in enumerate(zip(read, best))], errors
 
 
 def main(argv=None) -> int:
@@ -142,16 +146,12 @@ def main(argv=None) -> int:
         print(f"error: {model_dir} holds no model.json/model.pt2 (an export_model folder or a report's model/)",
               file=sys.stderr)
         return 2
-    readable = []
-    for path in paths:
-        try:
-            _as_viewed(path)
-            readable.append(path)
-        except ImageError as err:
-            print(f"error: {err}", file=sys.stderr)
-    for path, label, confidence, note in predict(model_dir, readable) if readable else []:
+    rows, errors = predict(model_dir, paths)
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    for path, label, confidence, note in rows:
         print(f"{path}\t{label}\t{confidence:.4f}" + (f"\t({note})" if note else ""))
-    return 0 if len(readable) == len(paths) else 1
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

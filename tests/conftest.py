@@ -10,6 +10,9 @@ from tests import tiny_data
 from trial import REPO
 
 SHARED_DATA = Path(os.environ.get("CNNSEARCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+# inputs users brought (../shared/field_cases/README.md); each case is a test, skipped with the reason where absent
+FIELD_CASES = REPO.parent / "shared" / "field_cases"
+needs_field_cases = pytest.mark.skipif(not FIELD_CASES.is_dir(), reason=f"{FIELD_CASES} is absent")
 
 
 SLOW_KINDS = ("nni", "ssh", "netns", "browser")

@@ -14,13 +14,11 @@ import pandas as pd
 import pytest
 
 from tests import tiny_data
-from tests.conftest import REPO
+from tests.conftest import FIELD_CASES, needs_field_cases
 from tests.test_trial_cli import read_run, run_trial
 from trial import data
 from trial.data import DatasetError
 
-FIELD_CASES = REPO.parent / "shared" / "field_cases"
-needs_field_cases = pytest.mark.skipif(not FIELD_CASES.is_dir(), reason=f"{FIELD_CASES} is absent")
 
 
 def _digits(n: int, seed: int = 0):

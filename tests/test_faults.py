@@ -12,24 +12,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
-import pytest
 import torch
 
 from tests import tiny_data
 from tests.conftest import REPO
+from tests.nni_helpers import wait_until
 from trial import data
-
-
-def _wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def test_a_decoder_killed_mid_write_leaves_no_corrupt_cache(isolated_env, tmp_path):
@@ -54,7 +43,7 @@ def test_a_decoder_killed_mid_write_leaves_no_corrupt_cache(isolated_env, tmp_pa
     """)
     first = subprocess.Popen([sys.executable, "-c", stalls], env=env, cwd=REPO)
     try:
-        tmp = _wait_for(lambda: list((isolated_env / "cache").glob("mnist-*.tmp*")), 120, "the half-written file")
+        tmp = wait_until(lambda: list((isolated_env / "cache").glob("mnist-*.tmp*")), 120, 0.05, "the half-written file")
         second = subprocess.Popen([sys.executable, "-c", f"from trial import data; print(len(data.load('mnist', "
                                                         f"{str(root)!r}).train_x))"],
                                   env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -87,7 +76,7 @@ def test_a_trial_killed_mid_epoch_leaves_nothing_corrupt_and_the_next_run_resume
     env = {k: v for k, v in os.environ.items() if not k.startswith("NNI_")}
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        state = _wait_for(lambda: list(resume_dir.glob("*.pt")), 300, "the state after epoch 1")[0]
+        state = wait_until(lambda: list(resume_dir.glob("*.pt")), 300, 0.05, "the state after epoch 1")[0]
         time.sleep(0.5)                  # well inside epoch 2 (an epoch of 2,800 images takes seconds here)
         assert proc.poll() is None, proc.stderr.read()
         os.kill(proc.pid, signal.SIGKILL)

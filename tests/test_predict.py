@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO
+from tests.conftest import FIELD_CASES, REPO
 
-FIELD_CASES = REPO.parent / "shared" / "field_cases"
 MODEL = FIELD_CASES / "model_mnist"
 pytestmark = pytest.mark.skipif(not (MODEL / "model.pt2").is_file(), reason=f"{MODEL} is absent")
 PREDICT = REPO / "experiments" / "results" / "predict.py"

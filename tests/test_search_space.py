@@ -11,11 +11,10 @@ import random
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import FIELD_CASES, REPO, needs_field_cases
 from tests.test_trial_cli import run_trial
 from trial.search_space import SearchSpaceError, sample, validate
 
-FIELD_CASES = REPO.parent / "shared" / "field_cases"
 
 # name -> (space, accepted?). Refused: what NNI's validation rejects or its tuners crash on; accepted: what both take,
 # and the choice of plain dicts (field case c01) that the validation logs against but the tuners draw as values.
@@ -97,7 +96,6 @@ def test_a_draw_follows_nni_semantics():
     assert sample(space, random.Random(7)) == sample(space, random.Random(7))
 
 
-needs_field_cases = pytest.mark.skipif(not FIELD_CASES.is_dir(), reason=f"{FIELD_CASES} is absent")
 
 
 @needs_field_cases

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import FIELD_CASES, REPO, needs_field_cases
 from trial import data
 from trial.config import load_params_file, resolve
 from trial.model import build_model
@@ -161,7 +161,6 @@ def test_compiled_training_saves_plain_weights(tiny_root, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ field cases: batch of one
-FIELD_CASES = REPO.parent / "shared" / "field_cases"
 
 
 @pytest.mark.parametrize("n,batch_size", [(513, 256), (55000, 97), (2, 1), (1, 1), (257, 256), (1000, 999), (7, 3)])
@@ -175,7 +174,7 @@ def test_no_training_batch_of_one_image(n, batch_size):
     assert sorted(seen.tolist()) == list(range(n))
 
 
-@pytest.mark.skipif(not FIELD_CASES.is_dir(), reason=f"{FIELD_CASES} is absent")
+@needs_field_cases
 def test_field_case_batch_norm_with_a_last_batch_of_one_trains(isolated_env, tmp_path, monkeypatch):
     """c04: 513 training images in batches of 256 with BatchNorm used to end in a traceback after the first epoch
     (now refused for its kernel, and, with 4 blocks, trained); c04b (all 55,000 MNIST training images, batch 97)
@@ -194,6 +193,10 @@ def test_field_case_batch_norm_with_a_last_batch_of_one_trains(isolated_env, tmp
     assert proc.returncode == 0, proc.stderr
     final, metrics = read_run(out)
     assert final["epochs_run"] == 1 and len(metrics) == 1 and not final["diverged"]
+    # c04b as handed (5 blocks again): refused before any data is read, in one line
+    proc = run_trial("--params", FIELD_CASES / "c04b_bn_full_data_batch97.json", "--dataset", "mnist",
+                     "--output-dir", tmp_path / "c04b")
+    assert_one_line_error(proc, "'kernel'", "1x1 feature map")
     c04b = load_params_file(str(FIELD_CASES / "c04b_bn_full_data_batch97.json"))
     train_images = 60000 - resolve({}).val_size
     assert train_images % c04b["batch_size"] == 1          # the case really has a remainder of one ...

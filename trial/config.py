@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from .augment import AUGMENTATIONS
 from .data import INFO
 from .inference import TTA
-from .model import ACTIVATIONS, FAMILIES, HEADS, POOLS
+from .model import ACTIVATIONS, FAMILIES, HEADS, POOLS, plain_sides
 from .optim import LOSSES, OPTIMIZERS, SCHEDULES
 
 KEEP = ("best", "last")
@@ -276,9 +276,9 @@ def resolve(*layers: Mapping[str, Any] | None) -> TrialConfig:
                           f"28x28 and 32x32 images allow at most 4")
     _check_family_keys(config, merged)
     if not INFO[config.dataset].mirror_safe:
-        mirrored = [f"{key} {value!r}" for key, value, flips in (
-            ("tta", config.tta, config.tta.startswith("mirror")),
-            ("augmentation", config.augmentation, config.augment and config.augmentation == "crop_flip")) if flips]
+        mirrored = [f"tta {config.tta!r}"] if config.tta.startswith("mirror") else []
+        if config.augment and config.augmentation == "crop_flip":
+            mirrored.append(f"augmentation {config.augmentation!r}")
         if mirrored:
             raise ConfigError(f"{' and '.join(mirrored)} mirror(s) images, which changes {config.dataset}'s classes "
                               f"(a mirrored digit is another digit or none); use tta 'none' and augmentation "
@@ -320,16 +320,14 @@ def _check_maps(config: TrialConfig) -> None:
     never train (a 3x3 kernel on a 1x1 map is 8/9 dead)."""
     if config.family != "plain":
         return
-    size = INFO[config.dataset].shape[1]
-    for i, k in enumerate(config.kernels(), 1):
+    for i, (k, size) in enumerate(zip(config.kernels(), plain_sides(INFO[config.dataset].shape[1],
+                                                                      config.conv_layers)), 1):
         if k > 2 * size - 1:
             key = f"kernel_{i}" if getattr(config, f"kernel_{i}") else "kernel"
             raise ConfigError(f"parameter {key!r} = {k} does not fit the {size}x{size} feature map block {i} of "
                               f"{config.conv_layers} sees ({config.dataset} images halved {i - 1} times; the kernel's "
                               f"outer taps would see only padding); use a kernel <= {2 * size - 1} or fewer "
                               f"conv_layers")
-        if size > 1:
-            size //= 2
 
 
 def params_digest(params: Mapping[str, Any]) -> str:

@@ -53,11 +53,20 @@ def build_model(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int 
     return FAMILIES[cfg.family](cfg, shape, num_classes)
 
 
+def plain_sides(side: int, blocks: int) -> list[int]:
+    """The side of the square map each of `blocks` plain blocks sees, then the side after the last one: each block
+    pools (halving, floor) while its map is larger than 1x1. 28, 5 blocks -> [28, 14, 7, 3, 1, 1]."""
+    sides = [side]
+    for _ in range(blocks):
+        sides.append(sides[-1] // 2 if sides[-1] > 1 else sides[-1])
+    return sides
+
+
 def plain(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
     act, pool = ACTIVATIONS[cfg.activation], POOLS[cfg.pool]
-    channels, size = shape[0], shape[1]
+    channels, sides = shape[0], plain_sides(shape[1], cfg.conv_layers)
     layers: list[nn.Module] = []
-    for width, k in zip((scaled(c, cfg.width_mult) for c in cfg.channels()), cfg.kernels()):
+    for width, k, size in zip((scaled(c, cfg.width_mult) for c in cfg.channels()), cfg.kernels(), sides):
         for _ in range(cfg.convs_per_block):
             layers.append(nn.Conv2d(channels, width, k, padding=k // 2, bias=not cfg.batch_norm))
             if cfg.batch_norm:
@@ -66,10 +75,9 @@ def plain(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int) -> nn
             channels = width
         if size > 1:
             layers.append(pool(2))
-            size //= 2
         if cfg.conv_dropout:
             layers.append(nn.Dropout2d(cfg.conv_dropout))
-    head, features = HEADS[cfg.head](channels, size)
+    head, features = HEADS[cfg.head](channels, sides[-1])
     layers += head
     if cfg.dense_units:
         layers += [nn.Linear(features, cfg.dense_units), act(cfg.dense_units)]

@@ -106,16 +106,20 @@ def protected(manager_ip: str | None = None) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def config_of(nnictl_args: list[str]) -> dict:
+    """The config named by `--config FILE` in nnictl's arguments, read with yaml.safe_load; {} when there is none or
+    it cannot be read (nnictl then says what is wrong with it)."""
+    path = config_path(nnictl_args)
+    try:
+        config = yaml.safe_load(Path(path).read_text()) if path else None
+    except (OSError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def config_manager_ip(nnictl_args: list[str]) -> str | None:
     """`nniManagerIp` of the config named by `--config FILE` in nnictl's arguments, if any."""
-    path = config_path(nnictl_args)
-    if not path:
-        return None
-    try:
-        config = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        return None                      # nnictl says what is wrong with it
-    return config.get("nniManagerIp") if isinstance(config, dict) else None
+    return config_of(nnictl_args).get("nniManagerIp")
 
 
 def nnictl() -> str:
@@ -160,12 +164,7 @@ def run_nnictl(args: list[str], env: Mapping[str, str]) -> tuple[int, str | None
 
 def working_directory(nnictl_args: list[str]) -> str | None:
     """`experimentWorkingDirectory` of the config nnictl is given (None: NNI's default, ~/nni-experiments)."""
-    path = config_path(nnictl_args)
-    try:
-        config = yaml.safe_load(Path(path).read_text()) if path else None
-    except (OSError, yaml.YAMLError):
-        return None
-    return config.get("experimentWorkingDirectory") if isinstance(config, dict) else None
+    return config_of(nnictl_args).get("experimentWorkingDirectory")
 
 
 def watch_dispatcher(experiment_id: str, seconds: float = WATCH_S, root: str | None = None) -> str | None:

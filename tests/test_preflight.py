@@ -84,6 +84,11 @@ def test_dispatcher_error_reads_the_last_traceback(tmp_path):
                    "    rng.uniform(low, high)\nValueError: high - low < 0\n")
     assert dispatcher_error("abc", tmp_path) == "ValueError: high - low < 0"
     assert dispatcher_error("nonesuch", tmp_path) is None
+    # a resumed experiment appends to the log: the earlier run's traceback is not the resumed tuner's
+    resumed_at = log.stat().st_size
+    assert dispatcher_error("abc", tmp_path, since=resumed_at) is None
+    log.write_text(log.read_text() + "Traceback (most recent call last):\nKeyError: 7\n")
+    assert dispatcher_error("abc", tmp_path, since=resumed_at) == "KeyError: 7"
 
 
 def test_only_answering_dashboard_urls_are_printed():

@@ -206,12 +206,26 @@ def _quiet():
 
 
 # ------------------------------------------------------------------------------------------ a running experiment
-def dispatcher_error(experiment_id: str, root: str | Path | None = None) -> str | None:
-    """The error that ended the experiment's tuner or assessor (NNI's dispatcher process), one line, from its
-    dispatcher.log; None while it runs (or never ran)."""
+def dispatcher_log(experiment_id: str, root: str | Path | None = None) -> Path | None:
+    """The experiment's dispatcher.log (its tuner and assessor process), None when the experiment is not found."""
     try:
-        text = (experiment_dir(experiment_id, root) / "log" / "dispatcher.log").read_text(errors="replace")
-    except OSError:   # no such experiment (yet: FileNotFoundError), or no dispatcher log
+        return experiment_dir(experiment_id, root) / "log" / "dispatcher.log"
+    except FileNotFoundError:
+        return None
+
+
+def dispatcher_error(experiment_id: str, root: str | Path | None = None, since: int = 0) -> str | None:
+    """The error that ended the experiment's tuner or assessor (NNI's dispatcher process), one line, from its
+    dispatcher.log after byte `since` (a resumed experiment appends to the log of its earlier runs); None while it
+    runs (or never ran)."""
+    log = dispatcher_log(experiment_id, root)
+    if log is None:                # no such experiment (yet)
+        return None
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(since if since <= log.stat().st_size else 0)   # a log started afresh is read whole
+            text = fh.read().decode(errors="replace")
+    except OSError:                # no dispatcher log (yet)
         return None
     if "Traceback (most recent call last)" not in text:
         return None

@@ -167,12 +167,14 @@ def working_directory(nnictl_args: list[str]) -> str | None:
     return config_of(nnictl_args).get("experimentWorkingDirectory")
 
 
-def watch_dispatcher(experiment_id: str, seconds: float = WATCH_S, root: str | None = None) -> str | None:
-    """Poll the new experiment's dispatcher log for `seconds`: the tuner/assessor's error if it died meanwhile."""
+def watch_dispatcher(experiment_id: str, seconds: float = WATCH_S, root: str | None = None,
+                     since: int = 0) -> str | None:
+    """Poll the experiment's dispatcher log (after byte `since`) for `seconds`: the tuner/assessor's error if it died
+    meanwhile."""
     from .check import dispatcher_error
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        error = dispatcher_error(experiment_id, root)
+        error = dispatcher_error(experiment_id, root, since)
         if error:
             return error
         time.sleep(1)
@@ -206,10 +208,16 @@ def main(argv: list[str] | None = None) -> int:
         port = args[args.index("--port") + 1] if "--port" in args[:-1] else "8080"
         where = f" and remote trials on {env[TRIAL_IP]}:{port}" if TRIAL_IP in env else ""
         print(f"dashboard and REST API on http://127.0.0.1:{port} only{where}", file=sys.stderr)
+    resumed = args[1] if args[0] == "resume" and len(args) > 1 else None
+    since = 0
+    if resumed:   # its dispatcher log holds the earlier runs (a killed manager's tuner ends in a traceback): skip them
+        from .check import dispatcher_log
+        log = dispatcher_log(resumed)
+        since = log.stat().st_size if log is not None and log.is_file() else 0
     status, created = run_nnictl(args, env)
     if status == 0 and args[0] in ("create", "resume"):
-        experiment = args[1] if args[0] == "resume" and len(args) > 1 else created
-        error = watch_dispatcher(experiment, root=working_directory(args)) if experiment else None
+        experiment = resumed or created
+        error = watch_dispatcher(experiment, root=working_directory(args), since=since) if experiment else None
         if error:
             print(f"error: experiment {experiment}: its tuner/assessor died: {error}; NNI will show it RUNNING with "
                   f"no new trials: stop it with `nnictl stop {experiment}`", file=sys.stderr)

@@ -94,6 +94,7 @@ def load_experiment(exp_dir: Path) -> tuple[dict, pd.DataFrame]:
             t["intermediate"].append(value)
         elif kind == "FINAL":
             t["final"] = value
+            t["n_final"] = t.get("n_final", 0) + 1
     if profile.get("end_ms"):
         # NNI records no end for trials it kills when the experiment stops: say so rather than show them RUNNING
         for t in trials.values():
@@ -120,6 +121,8 @@ def _row(t: dict) -> dict:
            "params_source": "trial" if "sampled_params" in own else "nni",
            "nni_params_mismatch": bool(own) and params_digest(nni_params) != own.get("params_digest"),
            "n_intermediate": len(t["intermediate"]),
+           # FINAL records NNI's database holds for the trial: 1 for a finished one (more: a result recorded twice)
+           "n_final": t.get("n_final", 0),
            "intermediate": json.dumps([_default(v) for v in t["intermediate"]]),
            "trial_dir": str(trial_dir) if trial_dir else None}
     for k, v in flatten_params(params).items():

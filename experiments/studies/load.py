@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -53,22 +52,14 @@ def run_load(trials: int, concurrency: int, workdir: str | Path) -> dict:
     exp_id, wall, table = local.run("load", f"{sys.executable} -m trial --no-train --dataset mnist", SPACE,
                                     {"name": "Random", "class_args": {"seed": 0}}, workdir, trials, concurrency,
                                     on_poll=sample)
-    db = sqlite3.connect(f"file:{Path(workdir) / exp_id / 'db' / 'nni.sqlite'}?mode=ro", uri=True)
-    try:
-        finals = db.execute("select trialJobId, count(*) from MetricData where type = 'FINAL' "
-                            "group by trialJobId").fetchall()
-    finally:
-        db.close()
-    per_trial = dict(finals)
     succeeded = table[table["status"] == "SUCCEEDED"]
-    own_result = succeeded.get("final_digest_ok", False)
-    lost = [t for t in succeeded["trial_id"] if per_trial.get(t, 0) == 0]
-    wrong = list(succeeded.loc[~own_result.fillna(False).astype(bool), "trial_id"]) if len(succeeded) else []
+    lost = int((succeeded["n_final"] == 0).sum())
+    not_own = int(succeeded["final_digest_ok"].eq(False).sum()) if "final_digest_ok" in table else 0
     return {"experiment": exp_id, "trials_asked": trials, "trials_started": len(table),
             "statuses": {k: int(v) for k, v in table["status"].value_counts().items()},
-            "final_results_recorded": int(sum(per_trial.values())),
-            "trials_with_more_than_one_final": sum(1 for n in per_trial.values() if n > 1),
-            "results_lost": len(lost) + len(wrong), "wall_s": round(wall, 1), "concurrency": concurrency,
+            "final_results_recorded": int(table["n_final"].sum()),
+            "trials_with_more_than_one_final": int((table["n_final"] > 1).sum()),
+            "results_lost": lost + not_own, "wall_s": round(wall, 1), "concurrency": concurrency,
             "manager_rss_mb_start": round(rss[0] / 2 ** 20, 1) if rss else None,
             "manager_rss_mb_end": round(rss[-1] / 2 ** 20, 1) if rss else None,
             "manager_rss_mb_max": round(max(rss) / 2 ** 20, 1) if rss else None, "rss_samples": len(rss)}

@@ -7,6 +7,8 @@ split the tuner sees; the schedule, optimizer groups, cutout and lookahead do wh
 """
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -17,9 +19,13 @@ from trial.averaging import Lookahead
 from trial.config import ConfigError, resolve
 from trial.inference import TTA, evaluate, infer
 from trial.model import FAMILIES, build_model
+from trial.nas_space import sample_arch
 from trial.optim import LOSSES
 from trial.train import train
 
+# the keys that shape a small network of each family (the nas family's network is all in its architecture)
+SMALL = {family: {"conv_layers": 3, "filters": 8} for family in FAMILIES} | {
+    "nas": {"nas_arch": sample_arch(random.Random(0))}}
 TINY = {"dataset": "cifar10", "val_size": 96, "train_subset": 256, "batch_size": 64, "epochs": 2, "threads": 1,
         "eval_test": True, "family": "residual", "conv_layers": 2, "filters": 8, "blocks": 1, "augment": True,
         "keep": "last", "optimizer": "sgd", "learning_rate": 0.05, "lr_schedule": "cosine"}
@@ -144,7 +150,7 @@ def test_lookahead_pulls_every_fifth_step_and_ends_on_the_average():
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("dataset", sorted(data.INFO))
 def test_every_family_builds_for_every_dataset(family, dataset):
-    cfg = resolve({"family": family, "dataset": dataset, "conv_layers": 3, "filters": 8, "width_mult": 0.5})
+    cfg = resolve({"family": family, "dataset": dataset, **SMALL[family], "width_mult": 0.5})
     model = build_model(cfg, data.INFO[dataset].shape)
     out = model(torch.randn(2, *data.INFO[dataset].shape))
     assert out.shape == (2, 10) and torch.isfinite(out).all()
@@ -153,7 +159,7 @@ def test_every_family_builds_for_every_dataset(family, dataset):
 
 def test_width_mult_scales_every_family():
     for family in FAMILIES:
-        narrow, wide = (sum(p.numel() for p in build_model(resolve({"family": family, "conv_layers": 3, "filters": 16,
+        narrow, wide = (sum(p.numel() for p in build_model(resolve({"family": family, **SMALL[family],
                                                                      "width_mult": w}), (1, 28, 28)).parameters())
                         for w in (0.5, 1.0))
         assert narrow < wide, family

@@ -1,12 +1,15 @@
 """The trial entry point, every NNI config's `trialCommand`, and the local debug mode: `python -m trial ...`.
 
-Parameters merge as defaults < --params FILE < NNI's sampled parameters (or --sample SPACE.json outside NNI) <
---smoke < command-line flags. Under NNI (NNI_PLATFORM set) it reports each epoch and the final metrics; outside NNI it
-shows a progress bar and prints a summary, and never imports nni.
+Parameters merge as defaults < --params FILE < --arch FILE < NNI's sampled parameters (or --sample SPACE.json outside
+NNI) < --smoke < command-line flags. Under NNI (NNI_PLATFORM set) it reports each epoch and the final metrics; outside
+NNI it shows a progress bar and prints a summary, and never imports nni. Under nni.nas's multi-trial search
+(experiments/nas/multitrial.py) the sampled parameters are the architecture the strategy chose, as
+{"family": "nas", "nas_arch": ...}.
 
     python -m trial --dataset fmnist --smoke                          # one tiny epoch, end to end
     python -m trial --params baselines/deep_cnn.json --epochs 3       # a baseline, 3 epochs
     python -m trial --sample search_spaces/fmnist.json --sample-seed 7
+    python -m trial --arch runs/nas/evolution-fmnist.json --epochs 10   # an architecture search's choice
 """
 from __future__ import annotations
 
@@ -18,8 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from .config import FIELDS, SMOKE, ConfigError, flatten_params, load_params_file, params_digest, resolve
+from .config import (FIELDS, SMOKE, ConfigError, flatten_params, load_arch_file, load_params_file, params_digest,
+                     resolve)
 from .data import DatasetError
+from .nas_space import describe
 from .resume import resume_path
 from .search_space import SearchSpaceError, sample_file
 from .train import train
@@ -29,6 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m trial", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", help="JSON/YAML file of parameters (a baseline)")
+    p.add_argument("--arch", metavar="ARCH_JSON", help="an architecture to train (family nas): what "
+                   "experiments.nas.multitrial/oneshot wrote, or a dict of labels -> choices")
     p.add_argument("--sample", metavar="SPACE_JSON", help="outside NNI: draw the parameters from this search space")
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the --sample draw")
     p.add_argument("--smoke", action="store_true", help=f"tiny run for CI: {SMOKE}")
@@ -43,7 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("config overrides (highest precedence); see trial/config.py")
     for name, f in FIELDS.items():
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-        g.add_argument(*flags, dest=f"cfg_{name}", metavar=type(f.default).__name__.upper(), default=None)
+        g.add_argument(*flags, dest=f"cfg_{name}", default=None,
+                       metavar="FILE" if f.default is None else type(f.default).__name__.upper())
     return p.parse_args(argv)
 
 
@@ -53,7 +61,12 @@ class NNIReporter:
     def __init__(self):
         import nni
         self.nni = nni
-        self.params = nni.get_next_parameter() or {}
+        # an nni.nas trial received its parameters (the model the strategy sampled) before this adapter runs, and
+        # asking again would wait for a second set: read that one
+        received = getattr(nni.trial, "_params", None)
+        params = received["parameters"] if received else nni.get_next_parameter()
+        sample = getattr(params, "sample", None)   # nni.nas's ExecutableModelSpace: its architecture dict
+        self.params = {"family": "nas", "nas_arch": dict(sample)} if sample is not None else (params or {})
         record = getattr(nni.trial, "_params", None) or {}
         self.parameter_id = record.get("parameter_id")
 
@@ -73,11 +86,12 @@ def main(argv=None) -> int:
     reporter = NNIReporter() if under_nni else None
     try:
         file_params = load_params_file(args.params) if args.params else {}
+        arch_params = load_arch_file(args.arch) if args.arch else {}
         if reporter:
             sampled = reporter.params
         else:
             sampled = sample_file(args.sample, args.sample_seed) if args.sample else {}
-        cfg = resolve(file_params, sampled, SMOKE if args.smoke else {}, cli_overrides(args))
+        cfg = resolve(file_params, arch_params, sampled, SMOKE if args.smoke else {}, cli_overrides(args))
     except (ConfigError, SearchSpaceError, OSError) as err:
         print(f"error: invalid trial parameters: {err}", file=sys.stderr)
         return 2
@@ -142,7 +156,9 @@ def _already_reported(marker: Path, digest: str) -> bool:
 
 
 def summary(cfg, final: dict, out: Path) -> str:
-    rows = [("dataset", cfg.dataset), ("blocks x filters", f"{cfg.conv_layers} x {cfg.channels()}"),
+    network = ("architecture", describe(cfg.nas_arch)) if cfg.family == "nas" else \
+        ("blocks x filters", f"{cfg.conv_layers} x {cfg.channels()}")
+    rows = [("dataset", cfg.dataset), network,
             ("best val accuracy", f"{final['best_val_accuracy']:.4f} (epoch {final['best_epoch']})"),
             ("test accuracy", f"{final['test_accuracy']:.4f}" if "test_accuracy" in final else "not evaluated"),
             ("epochs run", final["epochs_run"]), ("parameters", f"{final['params']:,}"),

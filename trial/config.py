@@ -3,7 +3,9 @@
 Precedence, lowest first: the defaults below < a params file (a baseline) < the parameters NNI sampled < command-line
 flags. Every source goes through `resolve`, which rejects unknown keys and wrong values with one line that names the
 key and what it accepts. NNI's nested choices are flattened here too: under a config key the `_name` is that key's value
-(`"optimizer": {"_name": "sgd", "learning_rate": 0.05}`), under any other key it only labels the branch.
+(`"optimizer": {"_name": "sgd", "learning_rate": 0.05}`), under any other key it only labels the branch. The one
+mapping-valued key, `nas_arch` (an architecture of the `nas` family), is kept whole; given as a path, the file's
+architecture is read in, so a resolved config (and its config.json) always carries the architecture itself.
 
 The accepted names of datasets, activations, pools, heads, optimizers, schedules and losses are the keys of the
 name -> builder tables of trial/data.py, model.py and optim.py: one source each.
@@ -18,12 +20,14 @@ import hashlib
 import json
 import typing
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Optional
 
 from .augment import AUGMENTATIONS
 from .data import INFO
 from .inference import TTA
 from .model import ACTIVATIONS, FAMILIES, HEADS, POOLS, plain_sides
+from .nas_space import ArchError, check_arch
 from .optim import LOSSES, OPTIMIZERS, SCHEDULES
 
 KEEP = ("best", "last")
@@ -54,7 +58,10 @@ class TrialConfig:
                                       # pixels (0 = off; DeVries & Taylor 2017, "Improved Regularization ... Cutout")
     # architecture
     family: str = "plain"             # a key of trial.model.FAMILIES: "plain" stack, "residual" (He et al. 2016),
-                                      # "airbench" (whitening stem, conv-pool-norm-activation groups; airbench94)
+                                      # "airbench" (whitening stem, conv-pool-norm-activation groups; airbench94),
+                                      # "nas" (the cells nas_arch chooses; trial/nas_space.py)
+    nas_arch: Optional[dict] = None   # nas: labels -> chosen candidates (trial/nas_space.py), or in a params file or
+                                      # flag the path of a JSON file holding them (an architecture search's output)
     width_mult: float = 1.0           # every family: channel counts times this (rounded, at least 1)
     conv_layers: int = 2              # plain: conv blocks, each followed by pooling while the map is larger than 1x1;
                                       # residual: stages (each after the first halves the map); airbench: groups
@@ -137,7 +144,12 @@ class TrialConfig:
         return [getattr(self, f"blocks_{i}") or self.blocks for i in range(1, self.conv_layers + 1)]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if out["nas_arch"] is None:
+            # only where it is set: every other config keeps the dict, digest, resume key and config.json it had
+            # before the nas family existed
+            del out["nas_arch"]
+        return out
 
     def digest(self) -> str:
         """A stable hash of every field: the identity of a run (config + seed)."""
@@ -167,6 +179,7 @@ ALIASES = {"TRIAL_BUDGET": "epochs", "lr": "learning_rate", "num_filters": "filt
            "dropout_rate": "dropout", "hidden_units": "dense_units", "bn": "batch_norm"}
 
 FIELDS = {f.name: f for f in fields(TrialConfig)}
+MAPPING_KEYS = ("nas_arch",)    # config keys whose value is a mapping itself, never a nested choice
 _TYPES = typing.get_type_hints(TrialConfig)
 
 
@@ -174,7 +187,7 @@ def flatten_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Hoist NNI nested choices into one flat dict: {"arch": {"_name": "x", "filters_1": 32}} -> {"filters_1": 32}."""
     flat: dict[str, Any] = {}
     for key, value in params.items():
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and key not in MAPPING_KEYS:
             # a nested choice under a config key ("optimizer": {"_name": "sgd", "momentum": ...}) sets that key
             if "_name" in value and ALIASES.get(key, key) in FIELDS:
                 flat[key] = value["_name"]
@@ -191,6 +204,8 @@ def flatten_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _coerce(key: str, value: Any) -> Any:
+    if key == "nas_arch":
+        return _architecture(value)
     kind = _TYPES[key]
     if kind is bool:
         if isinstance(value, bool):
@@ -224,6 +239,22 @@ def _coerce(key: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise ConfigError(f"parameter {key!r} must be a string, got {value!r}")
     return value
+
+
+def _architecture(value: Any) -> dict | None:
+    """nas_arch as given (a mapping, or the path of a JSON file that holds one) -> its canonical dict."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = load_arch_file(value)["nas_arch"]
+        except OSError as err:
+            raise ConfigError(f"parameter 'nas_arch': cannot read architecture file {value!r}: "
+                              f"{err.strerror or err}") from None
+    try:
+        return check_arch(value)
+    except ArchError as err:
+        raise ConfigError(f"parameter 'nas_arch': {err}") from None
 
 
 def _check(key: str, value: Any) -> None:
@@ -271,6 +302,11 @@ def resolve(*layers: Mapping[str, Any] | None) -> TrialConfig:
         if any(b < a for a, b in zip(widths, widths[1:])):
             raise ConfigError(f"shortcut 'identity' (zero-padding, option A) cannot shrink channels, widths are "
                               f"{widths}; use shortcut 'projection' or non-decreasing widths")
+    if (config.family == "nas") != (config.nas_arch is not None):
+        raise ConfigError("family 'nas' takes its network from nas_arch: give both (`python -m trial --arch FILE` "
+                          "sets them), or neither" if config.family == "nas" else
+                          f"nas_arch shapes family 'nas' only; family {config.family!r} would ignore it: drop it or "
+                          f"use family 'nas'")
     if config.family == "airbench" and config.conv_layers > 4:
         raise ConfigError(f"family 'airbench' halves the map in each of conv_layers = {config.conv_layers} groups; "
                           f"28x28 and 32x32 images allow at most 4")
@@ -305,13 +341,20 @@ PLAIN_ONLY = ("kernel", "convs_per_block", "batch_norm", "pool", "head", "dense_
               *(f"kernel_{i}" for i in range(1, MAX_BLOCKS + 1)))
 
 
+# keys that shape the other families' networks: the nas family's network is all in nas_arch
+NAS_IGNORES = (*PLAIN_ONLY, "conv_layers", "filters", "blocks", "stem_width", "downsample", "shortcut", "activation",
+               "whiten_bias_epochs", *(f"{k}_{i}" for k in ("filters", "blocks") for i in range(1, MAX_BLOCKS + 1)))
+
+
 def _check_family_keys(config: TrialConfig, given: Mapping[str, Any]) -> None:
     if config.family == "plain":
         return
-    ignored = [k for k in PLAIN_ONLY if k in given and given[k] != FIELDS[k].default]
+    nas = config.family == "nas"
+    ignored = [k for k in (NAS_IGNORES if nas else PLAIN_ONLY) if k in given and given[k] != FIELDS[k].default]
     if ignored:
-        raise ConfigError(f"{', '.join(ignored)} shape(s) the plain family only; family {config.family!r} would "
-                          f"ignore them: drop them or use family 'plain'")
+        raise ConfigError(f"{', '.join(ignored)} shape(s) {'the other families' if nas else 'the plain family'} "
+                          f"only; family {config.family!r} would ignore them: drop them" +
+                          (" (its network is all in nas_arch)" if nas else " or use family 'plain'"))
 
 
 def _check_maps(config: TrialConfig) -> None:
@@ -355,4 +398,33 @@ def load_params_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"params file {path} must hold a mapping of parameter names to values")
     data.pop("_comment", None)   # JSON has no comments: a params file may say where its values come from here
+    return data
+
+
+def load_arch_file(path: str) -> dict[str, Any]:
+    """An architecture file as a params layer: {"family": "nas", "nas_arch": {...}, ...}. The file is either what
+    experiments/nas writes (a params file with nas_arch, the dataset and training keys the search used) or the bare
+    dict of labels -> choices. Raises OSError for an unreadable file, ConfigError for one that is neither, or that
+    names another family; the architecture itself is checked when the layer is resolved."""
+    data = load_params_file(path)
+    if "nas_arch" not in data:
+        return {"family": "nas", "nas_arch": data}
+    if data.get("family", "nas") != "nas":
+        raise ConfigError(f"architecture file {path} sets family {data['family']!r}; an architecture is family 'nas'")
+    if not isinstance(data["nas_arch"], Mapping):
+        raise ConfigError(f"architecture file {path}: nas_arch must be a mapping of labels to choices, got "
+                          f"{data['nas_arch']!r}")
+    return {**data, "family": "nas"}
+
+
+def save_arch_file(path: str | Path, arch: Mapping[str, Any], params: Mapping[str, Any] | None = None,
+                   comment: str = "") -> dict[str, Any]:
+    """Write an architecture search's choice as a params file: {"_comment", "family": "nas", "nas_arch", **params}
+    (params: the dataset and the training keys the search used), which `python -m trial --arch FILE` (or --params),
+    experiments.report --winner/--baseline and load_arch_file read. Raises ConfigError, before writing anything,
+    when the file would not resolve; returns what was written."""
+    data = {"_comment": comment, **(params or {}), "family": "nas", "nas_arch": dict(arch)}
+    data["nas_arch"] = resolve({k: v for k, v in data.items() if k != "_comment"}).nas_arch   # canonical
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
     return data

@@ -7,6 +7,7 @@ search space can search across and within them (nested choices).
   (`blocks_<i>` deep, `filters_<i>` wide), identity or projection shortcuts, downsampling by stride or pooling.
 - airbench: airbench94's network (trial/networks.py): a patch-whitening stem initialised from training images, then
   `conv_layers` conv-pool-norm-activation groups, a scaled linear head.
+- nas: the cell network an architecture search chose (trial/nas_space.py), from the `nas_arch` dict of labels.
 `width_mult` scales every family's channels. Names map to builders through the dicts below, the single source of what
 exists (the config accepts exactly their keys).
 """
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from .nas_space import NasNet
 from .networks import AirbenchNet, ResidualNet
 
 if TYPE_CHECKING:
@@ -100,7 +102,11 @@ def airbench(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int) ->
                        width_mult=cfg.width_mult)
 
 
-FAMILIES = {"plain": plain, "residual": residual, "airbench": airbench}
+def nas(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int) -> NasNet:
+    return NasNet(shape, num_classes, cfg.nas_arch, width_mult=cfg.width_mult, dropout=cfg.dropout)
+
+
+FAMILIES = {"plain": plain, "residual": residual, "airbench": airbench, "nas": nas}
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -4,7 +4,9 @@ It reads NNI's own record, the experiment's sqlite database (`<experiment dir>/d
 running and stopped experiments alike), and each trial's own files in its output directory (`trial.json`: the
 parameters the trial actually received; `final.json`: its final metrics, test accuracy included). The parameters in the
 table are the trial's own; where NNI's record for that trial disagrees (NNI 3.0 can mis-pair them under concurrency),
-`nni_params_mismatch` is true. Failed, early-stopped and cancelled trials are kept, with their status.
+`nni_params_mismatch` is true. Failed, early-stopped and cancelled trials are kept, with their status. For an nni.nas
+experiment (experiments/nas/multitrial.py) NNI's record of a trial is its serialised model: its architecture is what
+is compared, and the table has a param_<label> column per architecture label.
 
     python -m experiments.results.export EXPERIMENT_ID [--root ~/nni-experiments] [--out trials.csv]
 """
@@ -107,12 +109,22 @@ def _default(value):
     return value.get("default") if isinstance(value, dict) else value
 
 
+def nni_parameters(record: dict) -> dict:
+    """The parameters NNI's record gives a trial. An nni.nas trial's record is its serialised model, whose `sample`
+    is the architecture: returned as the trial's adapter records it ({"family": "nas", "nas_arch": sample}), so its
+    digest is comparable."""
+    params = record.get("parameters", {}) or {}
+    if isinstance(params, dict) and "model_symbol" in params and isinstance(params.get("sample"), dict):
+        return {"family": "nas", "nas_arch": params["sample"]}
+    return params
+
+
 def _row(t: dict) -> dict:
     trial_dir = Path(t["log_path"]) if t["log_path"] else None
     own = _read_json(trial_dir / "trial.json") if trial_dir else {}
     final_file = _read_json(trial_dir / "final.json") if trial_dir else {}
     record = t["nni_record"] or {}
-    nni_params = record.get("parameters", {}) or {}
+    nni_params = nni_parameters(record)
     params = own.get("sampled_params", nni_params)
     row = {"trial_id": t["trial_id"], "sequence": t["sequence"], "status": t["status"],
            "parameter_id": own.get("parameter_id", record.get("parameter_id")),
@@ -126,7 +138,10 @@ def _row(t: dict) -> dict:
            "intermediate": json.dumps([_default(v) for v in t["intermediate"]]),
            "trial_dir": str(trial_dir) if trial_dir else None}
     for k, v in flatten_params(params).items():
-        row[f"param_{k}"] = v
+        if k == "nas_arch" and isinstance(v, dict):   # an architecture: a column per label, an input as its index
+            row.update({f"param_{label}": c[0] if isinstance(c, list) and len(c) == 1 else c for label, c in v.items()})
+        else:
+            row[f"param_{k}"] = v
     final = t["final"] if isinstance(t["final"], dict) else ({"default": t["final"]} if t["final"] is not None else {})
     for k, v in {**final, **{k: v for k, v in final_file.items() if k not in final}}.items():
         row[f"final_{k}"] = v

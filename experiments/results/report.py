@@ -1,12 +1,15 @@
 """One command from a finished (or running) NNI experiment to a result a reviewer can check.
 
     python -m experiments.report EXPERIMENT_ID [--root DIR] [--top-k 1] [--seeds 0 1 2] [--protocol train_val]
+    python -m experiments.report --winner runs/nas/darts-fmnist.json --baseline baselines/simple_cnn.json
 
 It exports every trial (results.export), retrains the top-k configurations and the baseline(s) from scratch under
 the same protocol, data, epoch budget and seeds (results.retrain), compares them (mean +- std, Welch's t-test and
 a 95% confidence interval of the difference), draws the figures (results.plots), exports the winner
 (results.evaluate), and writes a self-contained directory: report.md, trials.csv, summary.json, runs.csv, *.png,
-model/ and the retraining runs. `--smoke` retrains on a tiny subset for one epoch (CI).
+model/ and the retraining runs. `--smoke` retrains on a tiny subset for one epoch (CI). `--winner FILE` adds params
+files as winners, e.g. the architecture an nni.nas search chose (experiments/nas); without an experiment id they are
+the winners and the report has no search section. An architecture file is a params file, so `--baseline` takes it too.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from trial import data as data_mod
-from trial.config import SMOKE, load_params_file, resolve
+from trial.config import SMOKE, ConfigError, load_params_file, resolve
 
 from . import plots
 from .evaluate import export_model
@@ -63,7 +66,10 @@ def study_parameters(profile: dict) -> dict:
             "fixed": f"everything else: the defaults in trial/config.py and the trial command "
                      f"`{config.get('trialCommand', '?')}`",
             "tuner": (config.get("tuner") or config.get("advisor") or {}).get("name")
-                     or (config.get("tuner") or {}).get("className"),
+                     or (config.get("tuner") or {}).get("className")
+                     # nni.nas has a strategy instead; experiments.nas.multitrial names the experiment after it
+                     or (f"nni.nas strategy of {config.get('experimentName')}" if config.get("experimentType") == "nas"
+                         else None),
             "assessor": (config.get("assessor") or {}).get("name")}
 
 
@@ -77,51 +83,54 @@ def summarise(runs: list[dict]) -> dict:
             "train_seconds_mean": float(np.mean([r["final"]["train_seconds"] for r in runs]))}
 
 
-def make_report(experiment_id: str, out: Path, root=None, top_k: int = 1, seeds=(0, 1, 2),
+def make_report(experiment_id: str | None, out: Path, root=None, top_k: int = 1, seeds=(0, 1, 2),
                 protocol: str = "train_val", epochs: int | None = None, baselines=("baselines/deep_cnn.json",),
-                smoke: bool = False, data_dir=None, argv=None, jobs: int = 1) -> dict:
-    """Write the report of `experiment_id` into `out` and return its summary (what summary.json holds). Raises
-    FileNotFoundError for an unknown experiment and ReportError when it has no finished trial yet."""
+                smoke: bool = False, data_dir=None, argv=None, jobs: int = 1, winner_files=()) -> dict:
+    """Write the report of `experiment_id` into `out` and return its summary (what summary.json holds).
+    `winner_files` (params files, e.g. an architecture search's output of experiments/nas) are retrained as winners
+    after the experiment's top-k; with no experiment they are the only winners, and the report has no search section.
+    The first winner sets the dataset, splits and epoch budget of every other group. Raises FileNotFoundError for an
+    unknown experiment or winner file, ReportError when the experiment has no finished trial yet or there is no
+    winner at all, trial.config.ConfigError for a winner file the harness refuses."""
     out.mkdir(parents=True, exist_ok=True)
-    exp_dir = experiment_dir(experiment_id, root)
-    profile, trials = load_experiment(exp_dir)
-    trials.to_csv(out / "trials.csv", index=False)
-    counts = trials["status"].value_counts().to_dict()
-    finished = trials[(trials["status"] == "SUCCEEDED") & trials["final_default"].notna()]
-    if finished.empty:
-        raise ReportError(f"experiment {experiment_id} has no SUCCEEDED trial with a final result yet "
-                          f"({len(trials)} trials: {counts}); wait for one, then run this again")
-    winners = finished.sort_values("final_default", ascending=False).head(top_k)
+    search = _search(experiment_id, root, top_k, out) if experiment_id else None
+    # (group name, params, how it was chosen, whether it takes the first group's protocol: the files do)
+    winners = [(f"winner{rank}_{w['trial_id']}", json.loads((Path(w["trial_dir"]) / "config.json").read_text()),
+                f"val {w['final_default']:.4f}", False) for rank, (_, w) in enumerate(search["winners"].iterrows(), 1)
+               ] if search else []
+    for path in winner_files:
+        winners.append((f"winner{len(winners) + 1}_{Path(path).stem}", load_params_file(path), str(path), True))
+    if not winners:
+        raise ReportError("nothing to report: give an experiment id, or winner files with --winner")
     # the search may have trained on a subset (a cheap fidelity); the winners and the baseline retrain on all of it
     extra = dict(SMOKE) if smoke else {"train_subset": 0}
-    configs = [json.loads((Path(w["trial_dir"]) / "config.json").read_text()) for _, w in winners.iterrows()]
+    first = resolve(winners[0][1], protocol_overrides(protocol, epochs, 0), extra)
     # every group trains and is scored on the same splits: prepared once, shared by the runs of this process
-    data = protocol_data(resolve(configs[0], protocol_overrides(protocol, epochs, 0), extra), protocol, data_dir)
+    data = protocol_data(first, protocol, data_dir)
+    # baselines and winner files take the first group's dataset, splits and budget: one protocol for all
+    same = {"dataset": first.dataset, "epochs": first.epochs, "val_size": first.val_size,
+            "split_seed": first.split_seed}
+    dataset, budget = first.dataset, first.epochs
 
     groups: dict[str, list[dict]] = {}
     progress_total = (len(winners) + len(baselines)) * len(seeds)
     started = time.perf_counter()
-    for rank, ((_, w), config) in enumerate(zip(winners.iterrows(), configs), 1):
-        name = f"winner{rank}_{w['trial_id']}"
-        print(f"[report] retraining {name} (val {w['final_default']:.4f}) over seeds {list(seeds)}: "
+    for rank, (name, params, chosen, follows) in enumerate(winners):
+        print(f"[report] retraining {name} ({chosen}) over seeds {list(seeds)}: "
               f"{len(groups) * len(seeds)}/{progress_total} runs done", file=sys.stderr)
-        groups[name] = retrain(config, seeds, out / "runs" / name, protocol, epochs, extra=extra, data_dir=data_dir,
-                               jobs=jobs, data=data)
+        groups[name] = retrain({**params, **same} if follows and rank else params, seeds, out / "runs" / name,
+                               protocol, epochs, extra=extra, data_dir=data_dir, jobs=jobs, data=data)
     # when the last winner seed got its test score: its test_metrics.json is written right then (a run reused from an
     # interrupted report keeps the time it was scored)
     winners_scored_ms = 1000 * max((Path(r["dir"]) / "test_metrics.json").stat().st_mtime
                                    for runs in groups.values() for r in runs)
     first_winner = next(iter(groups))
-    dataset = groups[first_winner][0]["config"]["dataset"]
-    budget = groups[first_winner][0]["config"]["epochs"]
     for path in baselines:
         name = f"baseline_{Path(path).stem}"
         print(f"[report] retraining {name} over seeds {list(seeds)}: {len(groups) * len(seeds)}/{progress_total} "
               f"runs done, {time.perf_counter() - started:.0f}s", file=sys.stderr)
-        params = {**load_params_file(path), "dataset": dataset, "epochs": budget,
-                  **{k: groups[first_winner][0]["config"][k] for k in ("val_size", "split_seed")}}
-        groups[name] = retrain(params, seeds, out / "runs" / name, protocol, epochs, extra=extra, data_dir=data_dir,
-                               jobs=jobs, data=data)
+        groups[name] = retrain({**load_params_file(path), **same}, seeds, out / "runs" / name, protocol, epochs,
+                               extra=extra, data_dir=data_dir, jobs=jobs, data=data)
 
     summary = {name: summarise(runs) for name, runs in groups.items()}
     comparisons = {b: welch(summary[first_winner]["test_accuracies"], summary[b]["test_accuracies"])
@@ -135,13 +144,16 @@ def make_report(experiment_id: str, out: Path, root=None, top_k: int = 1, seeds=
     info = data_mod.INFO[dataset]
     best_run = max(groups[first_winner], key=lambda r: r["test"]["accuracy"])
     test_images, test_labels = data_mod.denormalise(data.test_x, info).numpy(), data.test_y.cpu().numpy()
-    figures = {
-        "optimization_history.png": plots.optimization_history(trials, out / "optimization_history.png"),
-        "learning_curves.png": plots.learning_curves(trials, out / "learning_curves.png"),
-        "accuracy_vs_params.png": plots.accuracy_vs_params(trials, out / "accuracy_vs_params.png"),
-        "parallel_coordinates.png": plots.parallel_coordinates(trials, out / "parallel_coordinates.png"),
-    }
-    figures["importance.png"], importance = plots.importance(trials, out / "importance.png")
+    figures, importance = {}, {}
+    if search:
+        trials = search["trials"]
+        figures = {
+            "optimization_history.png": plots.optimization_history(trials, out / "optimization_history.png"),
+            "learning_curves.png": plots.learning_curves(trials, out / "learning_curves.png"),
+            "accuracy_vs_params.png": plots.accuracy_vs_params(trials, out / "accuracy_vs_params.png"),
+            "parallel_coordinates.png": plots.parallel_coordinates(trials, out / "parallel_coordinates.png"),
+        }
+        figures["importance.png"], importance = plots.importance(trials, out / "importance.png")
     figures["confusion_matrix.png"] = plots.confusion(best_run["test"]["confusion_matrix"], info.classes,
                                                       out / "confusion_matrix.png", f"{first_winner}, seed "
                                                       f"{best_run['seed']}")
@@ -151,29 +163,48 @@ def make_report(experiment_id: str, out: Path, root=None, top_k: int = 1, seeds=
                                                        info.classes, out / "misclassified.png")
     export_model(best_run["model"], resolve(best_run["config"]), out / "model")
 
-    durations = trials["duration_s"].dropna()
     result = {
-        "experiment_id": experiment_id, "experiment_dir": str(exp_dir), "dataset": dataset,
-        "study": study_parameters(profile), "trial_counts": counts, "n_trials": int(len(trials)),
-        "n_failed": int(counts.get("FAILED", 0)),
-        "n_params_mismatch_in_nni_record": int(trials["nni_params_mismatch"].sum()),
-        "best_val_accuracy": float(finished["final_default"].max()),
-        "best_trial": str(winners.iloc[0]["trial_id"]),
-        "search_trial_hours": float(durations.sum() / 3600),
-        "search_wall_hours": float((trials["end_ms"].max() - trials["start_ms"].min()) / 3.6e6)
-        if trials["end_ms"].notna().any() else None,
-        # from the first trial's start to the moment the last winner seed was scored: the cost a user waits for
-        "minutes_search_start_to_last_winner_scored": float((winners_scored_ms - trials["start_ms"].min()) / 60000),
+        "experiment_id": experiment_id, "dataset": dataset, "winner_files": [str(p) for p in winner_files],
         "test_accuracy_per_seed": {name: dict(zip(map(str, seeds), g["test_accuracies"]))
                                    for name, g in summary.items()},
         "protocol": protocol, "seeds": list(seeds), "epochs": budget if epochs is None else epochs, "smoke": smoke,
         "groups": summary, "comparisons": comparisons, "importance": importance,
-        "edge_of_space": edge_report(winners.iloc[0], profile),
         "command": "python -m experiments.report " + " ".join(shlex.quote(a) for a in (argv or [experiment_id])),
     }
+    if search:
+        trials, counts = search["trials"], search["counts"]
+        durations = trials["duration_s"].dropna()
+        result.update({
+            "experiment_dir": str(search["dir"]), "study": study_parameters(search["profile"]),
+            "trial_counts": counts, "n_trials": int(len(trials)), "n_failed": int(counts.get("FAILED", 0)),
+            "n_params_mismatch_in_nni_record": int(trials["nni_params_mismatch"].sum()),
+            "best_val_accuracy": float(search["finished"]["final_default"].max()),
+            "best_trial": str(search["winners"].iloc[0]["trial_id"]),
+            "search_trial_hours": float(durations.sum() / 3600),
+            "search_wall_hours": float((trials["end_ms"].max() - trials["start_ms"].min()) / 3.6e6)
+            if trials["end_ms"].notna().any() else None,
+            # from the first trial's start to the moment the last winner seed was scored: the cost a user waits for
+            "minutes_search_start_to_last_winner_scored": float((winners_scored_ms - trials["start_ms"].min())
+                                                                / 60000),
+            "edge_of_space": edge_report(search["winners"].iloc[0], search["profile"]),
+        })
     (out / "summary.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (out / "report.md").write_text(render(result, groups, figures))
     return result
+
+
+def _search(experiment_id: str, root, top_k: int, out: Path) -> dict:
+    """The experiment's trial table (also written to out/trials.csv), its finished trials and the top-k of them."""
+    exp_dir = experiment_dir(experiment_id, root)
+    profile, trials = load_experiment(exp_dir)
+    trials.to_csv(out / "trials.csv", index=False)
+    counts = trials["status"].value_counts().to_dict()
+    finished = trials[(trials["status"] == "SUCCEEDED") & trials["final_default"].notna()]
+    if finished.empty:
+        raise ReportError(f"experiment {experiment_id} has no SUCCEEDED trial with a final result yet "
+                          f"({len(trials)} trials: {counts}); wait for one, then run this again")
+    return {"dir": exp_dir, "profile": profile, "trials": trials, "counts": counts, "finished": finished,
+            "winners": finished.sort_values("final_default", ascending=False).head(top_k)}
 
 
 def edge_report(winner: pd.Series, profile: dict) -> list[str]:
@@ -193,29 +224,40 @@ def edge_report(winner: pd.Series, profile: dict) -> list[str]:
     return notes
 
 
-def render(r: dict, groups: dict, figures: dict) -> str:
+def _study_lines(r: dict) -> list[str]:
     s = r["study"]
-    lines = [f"# Search report: experiment {r['experiment_id']} ({r['dataset']})", "",
+    return ["## The study", "",
+            f"- Tuner: {s['tuner']}; assessor: {s['assessor']}.",
+            f"- Scientific hyperparameters (what the study asks about): {', '.join(s['scientific']) or 'none'}.",
+            f"- Nuisance hyperparameters (tuned so the comparison is fair): {', '.join(s['nuisance']) or 'none'}.",
+            f"- Fixed: {s['fixed']}.",
+            f"- Trials: {r['n_trials']} ({', '.join(f'{v} {k}' for k, v in r['trial_counts'].items())}); "
+            f"{r['n_failed']} failed. NNI's own parameter record disagreed with the trial's for "
+            f"{r['n_params_mismatch_in_nni_record']} trials (NNI 3.0 mis-pairing); this report uses the trials' own.",
+            f"- Search cost: {r['search_trial_hours']:.2f} trial-hours"
+            + (f" in {r['search_wall_hours']:.2f} h of wall time." if r["search_wall_hours"] else "."),
+            f"- Best validation accuracy during the search: {r['best_val_accuracy']:.4f} (trial {r['best_trial']}).",
+            f"- From the search's first trial to the last winner seed scored: "
+            f"{r['minutes_search_start_to_last_winner_scored']:.1f} minutes (when its test_metrics.json was "
+            f"written; a run reused from an interrupted report keeps that time).",
+            f"- Best point on the edge of the space: {'; '.join(r['edge_of_space']) or 'no'}.", ""]
+
+
+def render(r: dict, groups: dict, figures: dict) -> str:
+    title = f"experiment {r['experiment_id']}" if r["experiment_id"] else ", ".join(r["winner_files"])
+    lines = [f"# Search report: {title} ({r['dataset']})", "",
              f"Reproduce everything here: `{r['command']}`" + (" (SMOKE: tiny subset, one epoch; not a result)"
-                                                               if r["smoke"] else ""), "",
-             "## The study", "",
-             f"- Tuner: {s['tuner']}; assessor: {s['assessor']}.",
-             f"- Scientific hyperparameters (what the study asks about): {', '.join(s['scientific']) or 'none'}.",
-             f"- Nuisance hyperparameters (tuned so the comparison is fair): {', '.join(s['nuisance']) or 'none'}.",
-             f"- Fixed: {s['fixed']}.",
-             f"- Trials: {r['n_trials']} ({', '.join(f'{v} {k}' for k, v in r['trial_counts'].items())}); "
-             f"{r['n_failed']} failed. NNI's own parameter record disagreed with the trial's for "
-             f"{r['n_params_mismatch_in_nni_record']} trials (NNI 3.0 mis-pairing); this report uses the trials' own.",
-             f"- Search cost: {r['search_trial_hours']:.2f} trial-hours"
-             + (f" in {r['search_wall_hours']:.2f} h of wall time." if r["search_wall_hours"] else "."),
-             f"- Best validation accuracy during the search: {r['best_val_accuracy']:.4f} (trial {r['best_trial']}).",
-             f"- From the search's first trial to the last winner seed scored: "
-             f"{r['minutes_search_start_to_last_winner_scored']:.1f} minutes (when its test_metrics.json was "
-             f"written; a run reused from an interrupted report keeps that time).",
-             f"- Best point on the edge of the space: {'; '.join(r['edge_of_space']) or 'no'}.", "",
-             f"## Winner vs baseline on the test split ({r['protocol']}, {r['epochs']} epochs, seeds {r['seeds']})",
-             "", "| model | test accuracy (mean +- std) | runs | macro F1 | ROC AUC (ovr) | parameters | train s/run |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+                                                               if r["smoke"] else ""), ""]
+    if r["winner_files"]:
+        lines += [f"Winners given as files (an architecture search's output, or any params file): "
+                  f"{', '.join(f'`{p}`' for p in r['winner_files'])}; they retrain under the protocol of the first "
+                  f"winner.", ""]
+    if r["experiment_id"]:
+        lines += _study_lines(r)
+    lines += [f"## Winner vs baseline on the test split ({r['protocol']}, {r['epochs']} epochs, seeds {r['seeds']})",
+              "",
+              "| model | test accuracy (mean +- std) | runs | macro F1 | ROC AUC (ovr) | parameters | train s/run |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, g in r["groups"].items():
         lines.append(f"| {name} | {g['test_accuracy_mean']:.4f} +- {g['test_accuracy_std']:.4f} | "
                      f"{', '.join(f'{a:.4f}' for a in g['test_accuracies'])} | {g['macro_f1_mean']:.4f} | "
@@ -240,7 +282,9 @@ def render(r: dict, groups: dict, figures: dict) -> str:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("experiment_id")
+    p.add_argument("experiment_id", nargs="?", help="the NNI experiment (optional with --winner)")
+    p.add_argument("--winner", nargs="+", default=[], metavar="FILE",
+                   help="params files retrained as winners too (an architecture file of experiments.nas)")
     p.add_argument("--root", help="the experiment's experimentWorkingDirectory (default ~/nni-experiments)")
     p.add_argument("--out", help="report directory (default reports/<experiment id>)")
     p.add_argument("--top-k", type=int, default=1)
@@ -253,11 +297,13 @@ def main(argv=None) -> int:
                    "count; each gets cpu_count // jobs threads)")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
-    out = Path(args.out or f"reports/{args.experiment_id}")
+    if not args.experiment_id and not args.winner:
+        p.error("give an experiment id, or winner files with --winner")
+    out = Path(args.out or f"reports/{args.experiment_id or Path(args.winner[0]).stem}")
     try:
         result = make_report(args.experiment_id, out, args.root, args.top_k, args.seeds, args.protocol, args.epochs,
-                             args.baseline, args.smoke, args.data_dir, argv, args.jobs)
-    except (ReportError, FileNotFoundError) as err:
+                             args.baseline, args.smoke, args.data_dir, argv, args.jobs, args.winner)
+    except (ReportError, FileNotFoundError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for name, g in result["groups"].items():

@@ -1,0 +1,192 @@
+"""The `nas` family: every drawn architecture builds for both input shapes, trains a step and exports; the nni.nas
+model space is the same space, and its frozen models are our plain networks (same parameters, same outputs, state
+dicts interchangeable); an architecture file round-trips through the config; bad architectures fail in one line.
+
+200 seeded draws in the slow tier (6 in the fast tier), each built for 28x28x1 and 32x32x3 and stepped once on a batch
+of 2, and exported with torch.export on one of the two shapes (alternating: the network's code path does not depend
+on the shape, and an export costs about 0.5 s):
+
+    .venv/bin/pytest tests/test_nas_space.py -q
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.test_trial_cli import assert_one_line_error, run_trial
+from trial import config, data, nas_space
+from trial.model import build_model, count_parameters
+from trial.nas_space import NasNet, check_arch, sample_arch
+
+SHAPES = [(1, 28, 28), (3, 32, 32)]
+DRAWS = 200
+FAST_DRAWS = 6
+BATCH = 2
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def one_step(net: torch.nn.Module, shape, export: bool) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(BATCH, *shape)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    out = net.train()(x)
+    assert out.shape == (BATCH, 10)
+    loss = F.cross_entropy(out, torch.arange(BATCH))
+    assert math.isfinite(float(loss.detach()))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    if export:
+        net.eval()
+        program = torch.export.export(net, (x,))
+        torch.testing.assert_close(program.module()(x), net(x))
+
+
+@pytest.mark.parametrize("draws", [pytest.param(FAST_DRAWS, id="fast"),
+                                   pytest.param(DRAWS, id="slow", marks=pytest.mark.slow)])
+def test_every_drawn_architecture_builds_trains_and_exports(draws):
+    rng = random.Random(0)
+    for i in range(draws):
+        arch = sample_arch(rng)
+        for j, shape in enumerate(SHAPES):
+            one_step(NasNet(shape, 10, arch), shape, export=(i + j) % 2 == 0)
+
+
+def test_draws_are_seeded_and_cover_the_space():
+    assert sample_arch(random.Random(3)) == sample_arch(random.Random(3))
+    draws = [sample_arch(random.Random(seed)) for seed in range(40)]
+    assert {d["s1_c1_op1"] for d in draws} == set(nas_space.OPS)
+    assert {d["s2_width"] for d in draws} == set(nas_space.WIDTHS[1])
+    assert {d["s3_depth"] for d in draws} == set(nas_space.DEPTHS)
+
+
+def test_canonical_form_keeps_the_active_labels():
+    arch = {**sample_arch(random.Random(0)), "s1_depth": 1, "s2_depth": 3}
+    canonical = check_arch(arch)
+    assert "s1_c2_op1" not in canonical and "s2_c3_op3" in canonical
+    assert check_arch({**canonical, "s1_c1_in2": 1})["s1_c1_in2"] == [1]      # a bare index is accepted
+    inactive_changed = {**arch, "s1_c3_op1": "zero" if arch["s1_c3_op1"] != "zero" else "skip_connect"}
+    assert check_arch(inactive_changed) == canonical
+    narrow = NasNet((1, 28, 28), 10, arch, width_mult=0.5)
+    assert count_parameters(narrow) < count_parameters(NasNet((1, 28, 28), 10, arch))
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"s1_c1_op1": "conv_7x7"}, ["'s1_c1_op1'", "conv_7x7", "sep_conv_3x3", "zero"]),
+    ({"s2_width": 40}, ["'s2_width'", "32, 48, 64"]),
+    ({"s1_c1_in3": [3]}, ["'s1_c1_in3'", "[0], [1], [2]"]),
+    ({"s1_c1_in2": [0, 1]}, ["'s1_c1_in2'"]),
+    ({"s9_width": 16}, ["unknown architecture label 's9_width'"]),
+    ({"s1_depth": None}, ["'s1_depth'"]),
+])
+def test_bad_architectures_name_the_label(change, words):
+    arch = {**sample_arch(random.Random(0)), **change}
+    arch = {k: v for k, v in arch.items() if v is not None}
+    with pytest.raises(config.ConfigError) as info:
+        config.resolve({"family": "nas", "nas_arch": arch})
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("parameter 'nas_arch'")
+    for word in words:
+        assert word in message
+
+
+def test_family_and_architecture_go_together():
+    arch = sample_arch(random.Random(0))
+    with pytest.raises(config.ConfigError, match="family 'nas' takes its network from nas_arch"):
+        config.resolve({"family": "nas"})
+    with pytest.raises(config.ConfigError, match="nas_arch shapes family 'nas' only"):
+        config.resolve({"nas_arch": arch})
+    with pytest.raises(config.ConfigError, match="kernel, filters shape"):
+        config.resolve({"family": "nas", "nas_arch": arch, "filters": 8, "kernel": 5})
+
+
+def test_other_configs_keep_their_dict_and_digest():
+    cfg = config.resolve({"dataset": "mnist", "filters": 16})
+    assert "nas_arch" not in cfg.to_dict()                      # their config.json, digests and resume keys as before
+    assert config.resolve(cfg.to_dict()) == cfg
+
+
+def test_an_architecture_file_is_a_params_file(tmp_path):
+    arch = sample_arch(random.Random(1))
+    path = tmp_path / "arch.json"
+    written = config.save_arch_file(path, arch, {"dataset": "cifar10", "batch_size": 64}, "a note")
+    assert json.loads(path.read_text()) == written and written["_comment"] == "a note"
+    cfg = config.resolve(config.load_params_file(str(path)))
+    assert (cfg.family, cfg.dataset, cfg.batch_size, cfg.nas_arch) == ("nas", "cifar10", 64, check_arch(arch))
+    assert config.resolve(config.load_arch_file(str(path))) == cfg
+    # the bare dict of labels, and a params file that names the file
+    (tmp_path / "bare.json").write_text(json.dumps(arch))
+    assert config.resolve(config.load_arch_file(str(tmp_path / "bare.json"))).nas_arch == cfg.nas_arch
+    named = config.resolve({"family": "nas", "nas_arch": str(path)})
+    assert named.nas_arch == cfg.nas_arch
+    # the resolved config carries the architecture itself: config.json alone rebuilds the network
+    again = config.resolve(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and again.digest() == cfg.digest()
+    assert count_parameters(build_model(again, data.INFO["cifar10"].shape)) == \
+        count_parameters(NasNet((3, 32, 32), 10, arch, dropout=cfg.dropout))
+
+
+def test_trial_cli_refuses_a_bad_architecture_in_one_line(tmp_path):
+    bad = {**sample_arch(random.Random(0)), "s1_c1_op2": "conv_9x9"}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    proc = run_trial("--arch", tmp_path / "bad.json", "--output-dir", tmp_path / "out")
+    assert_one_line_error(proc, "'s1_c1_op2'", "conv_9x9")
+    proc = run_trial("--arch", tmp_path / "missing.json", "--output-dir", tmp_path / "out")
+    assert_one_line_error(proc, "missing.json")
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the nni.nas model space is the same space, and freezing it gives our network
+# ---------------------------------------------------------------------------------------------------------------------
+
+def nni_space(shape):
+    pytest.importorskip("nni.nas.nn.pytorch", reason="nni.nas needs pytorch-lightning (requirements.txt)")
+    from experiments.nas.space import NasSpace
+    return NasSpace(shape, 10)
+
+
+def nni_draw(space, seed: int) -> dict:
+    import numpy as np
+    sample: dict = {}
+    space.random(memo=sample, random_state=np.random.RandomState(seed))   # nni's own sampler
+    return sample
+
+
+def test_nni_space_has_the_same_labels_and_candidates():
+    space = nni_space((1, 28, 28))
+    simplified = space.simplify()
+    assert set(simplified) == set(nas_space.space())
+    for label, candidates in nas_space.space().items():
+        assert list(simplified[label].values) == candidates, label
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["28x28x1", "32x32x3"])
+@pytest.mark.parametrize("seed", range(3))
+def test_exported_architecture_round_trips(shape, seed, tmp_path):
+    """nni's sample -> architecture file -> config -> our builder: the same parameter count as nni's frozen model,
+    state dicts loadable both ways, and the same outputs for the same weights."""
+    space = nni_space(shape)
+    arch = nni_draw(space, seed)
+    frozen = space.freeze(arch)
+    dataset = "mnist" if shape[0] == 1 else "cifar10"
+    config.save_arch_file(tmp_path / "arch.json", json.loads(json.dumps(arch)), {"dataset": dataset, "dropout": 0.0})
+    cfg = config.resolve(config.load_arch_file(str(tmp_path / "arch.json")))
+    ours = build_model(cfg, data.INFO[dataset].shape)
+    assert count_parameters(ours) == count_parameters(frozen)
+    assert ours.state_dict().keys() == frozen.state_dict().keys()
+    x = torch.randn(3, *shape)
+    ours.load_state_dict(frozen.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), frozen.eval()(x))
+    one_step(ours, shape, export=False)         # trained weights (and BN statistics) go back the other way
+    frozen.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(frozen.eval()(x), ours.eval()(x))

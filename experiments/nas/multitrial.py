@@ -80,7 +80,7 @@ def run(dataset: str, strategy: str, trials: int, duration: str, port: int, tria
     from nni.nas.experiment import NasExperiment
 
     from experiments.launch import secure
-    from experiments.results.export import load_experiment
+    from experiments.results.export import load_experiment, ranked_finished
 
     from . import multitrial   # `evaluate` by its module path: run as __main__, NNI would pickle it by value
     from .space import NasSpace
@@ -110,16 +110,17 @@ def run(dataset: str, strategy: str, trials: int, duration: str, port: int, tria
         exp.stop()
     root = Path(exp.config.canonical_copy().experiment_working_directory) / exp.id
     _, table = load_experiment(root)
-    finished = table[(table["status"] == "SUCCEEDED") & table["final_default"].notna()] if len(table) else table
+    finished = ranked_finished(table)
     if finished.empty:
         raise RuntimeError(f"experiment {exp.id}: no trial succeeded ({len(table)} trials); their logs are under {root}")
-    best = finished.sort_values("final_default", ascending=False).iloc[0]
+    best = finished.iloc[0]
     # the trial's own record of what it trained (trial.json), not NNI's pairing of parameters and trials
     arch = json.loads((Path(best["trial_dir"]) / "trial.json").read_text())["sampled_params"]["nas_arch"]
+    # the file is shared: its comment names the path from the repository, not this machine's absolute one
     comment = (f"architecture chosen by nni.nas {strategy} on {dataset}: experiment {exp.id}, trial "
                f"{best['trial_id']}, validation accuracy {best['final_default']:.4f} after "
                f"{int(best.get('final_epochs_run', 0) or 0)} epochs, {len(table)} trials. Retrain: "
-               f"python -m trial --arch {out}")
+               f"python -m trial --arch {out.relative_to(REPO) if out.is_relative_to(REPO) else out.name}")
     training = {k: v for k, v in training.items() if k not in SEARCH_ONLY}
     save_arch_file(out, arch, {"dataset": dataset, **training}, comment)
     return {"experiment_id": exp.id, "experiment_dir": str(root), "best_trial": best["trial_id"],

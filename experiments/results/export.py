@@ -56,6 +56,14 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
+def ranked_finished(trials: pd.DataFrame) -> pd.DataFrame:
+    """The SUCCEEDED trials with a final result, best final_default (validation accuracy) first; empty when none."""
+    if trials.empty:
+        return trials
+    finished = trials[(trials["status"] == "SUCCEEDED") & trials["final_default"].notna()]
+    return finished.sort_values("final_default", ascending=False)
+
+
 def load_experiment(exp_dir: Path) -> tuple[dict, pd.DataFrame]:
     """(experiment profile: config, id, start/end in ms; one row per trial: status, parameters (param_*), final
     metrics (final_*), intermediate results, durations in seconds) from NNI's database in exp_dir, read-only.

@@ -28,7 +28,7 @@ from trial.config import SMOKE, ConfigError, load_params_file, resolve
 
 from . import plots
 from .evaluate import export_model
-from .export import experiment_dir, load_experiment
+from .export import experiment_dir, load_experiment, ranked_finished
 from .retrain import PROTOCOLS, protocol_data, protocol_overrides, retrain
 
 
@@ -199,12 +199,12 @@ def _search(experiment_id: str, root, top_k: int, out: Path) -> dict:
     profile, trials = load_experiment(exp_dir)
     trials.to_csv(out / "trials.csv", index=False)
     counts = trials["status"].value_counts().to_dict()
-    finished = trials[(trials["status"] == "SUCCEEDED") & trials["final_default"].notna()]
+    finished = ranked_finished(trials)
     if finished.empty:
         raise ReportError(f"experiment {experiment_id} has no SUCCEEDED trial with a final result yet "
                           f"({len(trials)} trials: {counts}); wait for one, then run this again")
     return {"dir": exp_dir, "profile": profile, "trials": trials, "counts": counts, "finished": finished,
-            "winners": finished.sort_values("final_default", ascending=False).head(top_k)}
+            "winners": finished.head(top_k)}
 
 
 def edge_report(winner: pd.Series, profile: dict) -> list[str]:

@@ -146,13 +146,17 @@ def test_multitrial_search_on_loopback_reports_and_exports(strategy, tiny_env, t
 
 @pytest.fixture(scope="module")
 def oneshot_archs(tiny_env):
-    """DARTS, GumbelDARTS and RandomOneShot, one tiny epoch each: strategy -> (architecture file, output)."""
+    """DARTS, GumbelDARTS and RandomOneShot, one tiny epoch each: strategy -> (architecture file, output).
+    GumbelDARTS instead runs under a wall-clock budget (--max-time 0.2 min with 5000 epochs asked: without the budget
+    it would outlast the timeout) and carries the DARTS recipe (--params) into its architecture file."""
     tmp, env = tiny_env
     found = {}
     for strategy in ("darts", "gumbel", "random"):
         out = tmp / f"{strategy}.json"
+        budget = ["--epochs", "5000", "--max-time", "0.2", "--params", str(REPO / "recipes" / "nas_darts.json")] \
+            if strategy == "gumbel" else ["--epochs", "1"]
         proc = subprocess.run([sys.executable, "-m", "experiments.nas.oneshot", "--dataset", "fmnist", "--strategy",
-                               strategy, "--epochs", "1", "--train-subset", "32", "--val-size", "32",
+                               strategy, *budget, "--train-subset", "32", "--val-size", "32",
                                "--batch-size", "16", "--candidates", "2", "--threads", "1",
                                "--workdir", str(tmp / "oneshot"), "--out", str(out)],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -165,12 +169,22 @@ def oneshot_archs(tiny_env):
 def test_oneshot_search_exports_an_architecture_that_retrains(strategy, oneshot_archs, tiny_env, tmp_path):
     out, proc = oneshot_archs[strategy]
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-5000:]
-    assert "Epoch 0: 100%" in proc.stdout + proc.stderr, "Lightning's progress bar"
+    if strategy == "gumbel":    # stopped by its wall-clock budget, not by the 5000 epochs
+        assert "Epoch 0:" in proc.stdout + proc.stderr and "Time limit reached" in proc.stderr
+    else:
+        assert "Epoch 0: 100%" in proc.stdout + proc.stderr, "Lightning's progress bar"
     assert f"architecture: {out}" in proc.stdout
     cfg = resolve(load_arch_file(str(out)))
     assert cfg.family == "nas" and cfg.dataset == "fmnist"
     if strategy == "random":
         assert "candidate 2/2" in proc.stderr and "on the supernet" in json.loads(out.read_text())["_comment"]
+    if strategy == "gumbel":    # the recipe travels with the architecture; the budget is recorded
+        recipe = json.loads((REPO / "recipes" / "nas_darts.json").read_text())
+        assert (cfg.optimizer, cfg.learning_rate, cfg.lr_schedule, cfg.batch_size) == \
+            (recipe["optimizer"], recipe["learning_rate"], recipe["lr_schedule"], recipe["batch_size"])
+        assert "(at most 0.2 min)" in json.loads(out.read_text())["_comment"]
+    else:
+        assert cfg.optimizer == "adam"      # no --params: the harness defaults
     final = retrain(out, tmp_path / "retrain", tiny_env[1])
     assert 0 <= final["best_val_accuracy"] <= 1 and final["epochs_run"] == 1
 
@@ -191,3 +205,16 @@ def test_report_takes_an_architecture_as_winner_and_baseline(oneshot_archs, tiny
     assert len(runs) == 3 and runs["test_accuracy"].between(0, 1).all()
     assert (out / "model" / "model.pt2").is_file()      # the searched network exports like every family
     assert "Winners given as files" in (out / "report.md").read_text()
+
+
+def test_oneshot_refuses_a_recipe_that_sets_what_it_searches(tmp_path):
+    from experiments.nas.oneshot import retraining_recipe
+    from trial.config import ConfigError
+    assert retraining_recipe(None, "fmnist") == {"dataset": "fmnist"}
+    bad = tmp_path / "recipe.json"
+    for content, message in (({"family": "airbench"}, "sets family: the search chooses"),
+                             ({"dataset": "mnist"}, "is for dataset 'mnist'"),
+                             ({"learning_rate": -1}, "learning_rate")):
+        bad.write_text(json.dumps(content))
+        with pytest.raises(ConfigError, match=message):
+            retraining_recipe(str(bad), "fmnist")

@@ -146,3 +146,27 @@ def test_a_tuner_that_dies_is_reported_not_left_running(tmp_path):
     finally:
         for experiment in experiments:
             subprocess.run([nnictl_path(), "stop", experiment], env=env, capture_output=True, timeout=60)
+
+
+def test_python_api_portal_urls_name_only_the_answering_address():
+    # Experiment.start (experiments.launch.local, experiments.nas.multitrial) logs every interface's address on the
+    # "nni.experiment" logger; inside secure.protected() the line keeps the loopback one only, and after it NNI's
+    # logger is as it was
+    import logging
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("nni.experiment")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        with secure.protected():
+            logger.info("Web portal URLs: ${CYAN}" + "http://127.0.0.1:8095 http://192.0.2.2:8095")
+            logger.info("Starting web server...")
+        logger.info("Web portal URLs: http://127.0.0.1:8096 http://192.0.2.2:8096")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert records[0] == "Web portal URLs: http://127.0.0.1:8095" and records[1] == "Starting web server..."
+    assert "192.0.2.2" in records[2]      # the filter is gone once the block ends

@@ -22,6 +22,7 @@ and says so when the tuner or assessor died (NNI 3.0 would go on showing RUNNING
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import shlex
@@ -89,16 +90,31 @@ def unprotected_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+class LoopbackPortalFilter(logging.Filter):
+    """On NNI's "nni.experiment" logger: the "Web portal URLs" line Experiment.start logs (every interface's address)
+    cut to the addresses that answer, as loopback_urls does for nnictl's output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "Web portal URLs:" in message:
+            record.msg, record.args = loopback_urls(message).rstrip("\n"), ()
+        return True
+
+
 @contextmanager
 def protected(manager_ip: str | None = None) -> Iterator[None]:
     """For nni.experiment.Experiment, which starts the manager with this process's environment: the preload is in
-    os.environ while the block runs (wrap `exp.start(...)`), then the environment is as it was."""
+    os.environ while the block runs (wrap `exp.start(...)`), then the environment is as it was. While it runs, the
+    "Web portal URLs" NNI logs names only the addresses that answer (LoopbackPortalFilter)."""
     saved = {key: os.environ.get(key) for key in ("NODE_OPTIONS", TRIAL_IP)}
     env = nni_env(manager_ip=manager_ip)
     os.environ.update({key: env[key] for key in saved if key in env})
+    portal = LoopbackPortalFilter()
+    logging.getLogger("nni.experiment").addFilter(portal)
     try:
         yield
     finally:
+        logging.getLogger("nni.experiment").removeFilter(portal)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

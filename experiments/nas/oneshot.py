@@ -4,6 +4,8 @@ architecture is written as an architecture file that `python -m trial --arch FIL
 `python -m experiments.report --winner FILE` (or --baseline FILE) compares.
 
     python -m experiments.nas.oneshot --dataset fmnist --strategy darts --epochs 10 --out runs/nas/darts-fmnist.json
+    python -m experiments.nas.oneshot --dataset fmnist --strategy darts --epochs 50 --max-time 11 \
+        --params recipes/nas_darts.json --out runs/nas/darts-fmnist.json     # a wall-clock budget; a retraining recipe
 
 Data come from trial/data.py as for every trial: normalised tensors, the validation split carved from the training
 split (--val-size, --split-seed); the test split is never read. No augmentation. Strategies (nni.nas.strategy):
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trial import data as data_mod
-from trial.config import TrialConfig, save_arch_file
+from trial.config import ConfigError, TrialConfig, load_params_file, normalize, save_arch_file
 from trial.inference import evaluate
 from trial.nas_space import describe, sample_arch
 from trial.train import pick_device
@@ -82,10 +84,12 @@ def subnet_accuracy(supernet: nn.Module, arch: dict, d: data_mod.DeviceData, bat
 def search(dataset: str, strategy: str, epochs: int, batch_size: int = 64, learning_rate: float = 1e-3,
            weight_decay: float = 0.0, arc_lr: float = 3e-4, val_size: int = 5000, split_seed: int = 0,
            train_subset: int = 0, candidates: int = 20, seed: int = 0, data_dir: str | None = None,
-           workdir: str | None = None, progress: bool = True) -> dict:
+           workdir: str | None = None, progress: bool = True, max_minutes: float = 0.0) -> dict:
     """Train the supernet with `strategy` for `epochs` and choose an architecture. Network weights: Adam at
     `learning_rate` with `weight_decay` (nni's Classification evaluator), batches of `batch_size`; `arc_lr`: the
-    architecture weights' Adam learning rate (DARTS, GumbelDARTS). Returns {"nas_arch": the choice, labels ->
+    architecture weights' Adam learning rate (DARTS, GumbelDARTS). `max_minutes` (> 0): the supernet's training
+    stops after that many minutes of wall time even before `epochs` (Lightning's max_time), so searches can be given
+    equal budgets. Returns {"nas_arch": the choice, labels ->
     candidates, "val_accuracy": for random its validation accuracy on the supernet, else None, "seconds": wall
     time}. Raises trial.data.DatasetError for missing data."""
     import nni
@@ -103,7 +107,8 @@ def search(dataset: str, strategy: str, epochs: int, batch_size: int = 64, learn
     val = DataLoader(nni.trace(TensorDataset)(d.val_x, d.val_y), batch_size=batch_size)
     evaluator = Classification(learning_rate=learning_rate, weight_decay=weight_decay, train_dataloaders=train,
                                val_dataloaders=val, max_epochs=epochs, num_classes=len(d.info.classes),
-                               enable_checkpointing=False, logger=False, enable_progress_bar=progress)
+                               enable_checkpointing=False, logger=False, enable_progress_bar=progress,
+                               **({"max_time": {"minutes": max_minutes}} if max_minutes > 0 else {}))
     exp = NasExperiment(NasSpace(d.info.shape, len(d.info.classes)), evaluator, make_strategy(strategy, arc_lr))
     if workdir:
         exp.config.experiment_working_directory = str(Path(workdir).resolve())
@@ -127,6 +132,20 @@ def search(dataset: str, strategy: str, epochs: int, batch_size: int = 64, learn
     return {"nas_arch": arch, "val_accuracy": accuracy, "seconds": time.perf_counter() - start}
 
 
+def retraining_recipe(path: str | None, dataset: str) -> dict:
+    """The params the architecture file carries: {"dataset"} plus the training keys of the params file at `path`
+    (checked by trial.config.normalize). Raises OSError for an unreadable file, ConfigError for unknown keys or bad
+    values, or for a file that sets what the search chooses (family, nas_arch) or a different dataset."""
+    recipe = load_params_file(path) if path else {}
+    chosen = sorted(set(recipe) & {"family", "nas_arch"})
+    if chosen:
+        raise ConfigError(f"params file {path} sets {', '.join(chosen)}: the search chooses those; keep only the "
+                          "training recipe there")
+    if recipe.get("dataset", dataset) != dataset:
+        raise ConfigError(f"params file {path} is for dataset {recipe['dataset']!r}, the search for {dataset!r}")
+    return {**normalize(recipe), "dataset": dataset}
+
+
 def main(argv=None) -> int:
     defaults = TrialConfig()
     p = argparse.ArgumentParser(prog="python -m experiments.nas.oneshot", description=__doc__.split("\n\n")[0])
@@ -143,6 +162,10 @@ def main(argv=None) -> int:
     p.add_argument("--candidates", type=int, default=20, help="random: architectures scored on the trained supernet")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--max-time", type=float, default=0.0, metavar="MINUTES",
+                   help="stop the supernet's training after this many minutes even before --epochs (0: no limit)")
+    p.add_argument("--params", metavar="FILE", help="training recipe (keys of trial/config.py) the architecture file "
+                   "carries, so that `python -m trial --arch FILE` retrains with it (default: the harness defaults)")
     p.add_argument("--data-dir")
     p.add_argument("--workdir", help="where nni keeps the run's checkpoint (default ~/nni-experiments)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -152,17 +175,26 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out or f"runs/nas/{args.strategy}-{args.dataset}.json")
     try:
+        recipe = retraining_recipe(args.params, args.dataset)
+    except (OSError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
         result = search(args.dataset, args.strategy, args.epochs, args.batch_size, args.learning_rate,
                         args.weight_decay, args.arc_lr, args.val_size, args.split_seed, args.train_subset,
-                        args.candidates, args.seed, args.data_dir, args.workdir, not args.no_progress)
+                        args.candidates, args.seed, args.data_dir, args.workdir, not args.no_progress,
+                        args.max_time)
     except data_mod.DatasetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     score = "" if result["val_accuracy"] is None else \
         f"; validation accuracy {result['val_accuracy']:.4f} on the supernet (a ranking signal, not a trained result)"
+    limit = f" (at most {args.max_time:g} min)" if args.max_time > 0 else ""
     comment = (f"architecture chosen by nni.nas one-shot {args.strategy} on {args.dataset}: {args.epochs} supernet "
-               f"epochs{score}, {result['seconds']:.0f} s. Retrain: python -m trial --arch {out}")
-    save_arch_file(out, result["nas_arch"], {"dataset": args.dataset}, comment)
+               f"epochs{limit}{score}, {result['seconds']:.0f} s"
+               f"{'; training recipe from ' + args.params if args.params else ''}. "
+               f"Retrain: python -m trial --arch {out}")
+    save_arch_file(out, result["nas_arch"], recipe, comment)
     print(f"{args.strategy}: {describe(result['nas_arch'])}{score}; {result['seconds']:.0f} s")
     print(f"architecture: {out}  (retrain: python -m trial --arch {out})")
     return 0

@@ -23,3 +23,5 @@ def test_forty_short_trials_at_concurrency_eight_lose_nothing(tmp_path, monkeypa
     assert figures["results_lost"] == 0
     assert figures["rss_samples"] > 10
     assert figures["manager_rss_mb_end"] < 2 * figures["manager_rss_mb_start"] + 50, figures
+    quarters = figures["manager_rss_mb_at_25_50_75_100pct_ended"]
+    assert len(quarters) == 4 and all(q is not None and q > 0 for q in quarters), figures

@@ -67,6 +67,54 @@ def test_draws_are_seeded_and_cover_the_space():
     assert {d["s3_depth"] for d in draws} == set(nas_space.DEPTHS)
 
 
+def dead_arch() -> dict:
+    """A drawn architecture whose first cell has zero as node 1's op and nodes 2 and 3 reading node 1 or 2."""
+    return {**sample_arch(random.Random(0)), "s1_c1_op1": "zero", "s1_c1_in2": [1], "s1_c1_in3": [2]}
+
+
+def test_a_cell_whose_output_cannot_see_its_input_is_refused_and_never_drawn(monkeypatch):
+    arch = dead_arch()
+    assert nas_space.dead_cell({k: arch[k] for k in nas_space.active_labels(
+        {s: arch[f"s{s}_depth"] for s in (1, 2, 3)})}) == "s1_c1"
+    with pytest.raises(nas_space.ArchError, match=r"cell s1_c1: every path .* 'zero' op \(s1_c1_op1\)"):
+        check_arch(arch)
+    with pytest.raises(config.ConfigError, match="s1_c1"):
+        config.resolve({"family": "nas", "nas_arch": arch})
+    # the same cell with node 2 reading the cell's input lives (unless that op is zero too)
+    alive = {**arch, "s1_c1_in2": [0], "s1_c1_op2": "skip_connect"}
+    assert check_arch(alive)["s1_c1_op1"] == "zero"
+    # the rule is about what the network does: a dead cell's network gives every image the same logits
+    torch.manual_seed(0)
+    live_net = NasNet((1, 28, 28), 10, alive).eval()
+    monkeypatch.setattr(nas_space, "dead_cell", lambda arch: None)     # build the refused network anyway
+    dead_net = NasNet((1, 28, 28), 10, arch).eval()
+    monkeypatch.undo()
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(dead_net(x), dead_net(x)[:1].expand(4, -1))
+        assert not torch.allclose(live_net(x), live_net(x)[:1].expand(4, -1))
+    # uniform draws hold dead cells about a fifth of the time; sample_arch redraws them
+    assert all(nas_space.dead_cell(check_arch(sample_arch(random.Random(seed)))) is None for seed in range(300))
+
+
+def test_darts_derivation_never_keeps_a_zero_op():
+    pytest.importorskip("nni.nas.nn.pytorch", reason="nni.nas needs pytorch-lightning (requirements.txt)")
+    from experiments.nas.oneshot import without_zero_ops
+    exported = {"s1_c1_op1": "zero", "s1_c1_op2": "conv_3x3", "s1_width": 16}
+    probs = {"s1_c1_op1": {"zero": 0.5, "sep_conv_3x3": 0.3, "skip_connect": 0.2},
+             "s1_c1_op2": {"zero": 0.1, "conv_3x3": 0.9}, "s1_width": {16: 0.6, 24: 0.4}}
+    assert without_zero_ops(exported, probs) == {"s1_c1_op1": "sep_conv_3x3", "s1_c1_op2": "conv_3x3",
+                                                 "s1_width": 16}
+
+
+def test_multitrial_filter_passes_live_architectures_only():
+    pytest.importorskip("nni.nas.nn.pytorch", reason="nni.nas needs pytorch-lightning (requirements.txt)")
+    from types import SimpleNamespace
+    from experiments.nas.multitrial import is_live
+    assert not is_live(SimpleNamespace(sample=dead_arch()))
+    assert is_live(SimpleNamespace(sample=sample_arch(random.Random(0))))
+
+
 def test_canonical_form_keeps_the_active_labels():
     arch = {**sample_arch(random.Random(0)), "s1_depth": 1, "s2_depth": 3}
     canonical = check_arch(arch)
@@ -154,10 +202,18 @@ def nni_space(shape):
 
 
 def nni_draw(space, seed: int) -> dict:
+    """nni's own sampler, seeded, drawing again while the architecture has a dead cell (as the multi-trial search's
+    Filter middleware makes its strategies do)."""
     import numpy as np
-    sample: dict = {}
-    space.random(memo=sample, random_state=np.random.RandomState(seed))   # nni's own sampler
-    return sample
+    random_state = np.random.RandomState(seed)
+    while True:
+        sample: dict = {}
+        space.random(memo=sample, random_state=random_state)
+        try:
+            check_arch(sample)
+            return sample
+        except nas_space.ArchError:
+            continue
 
 
 def test_nni_space_has_the_same_labels_and_candidates():

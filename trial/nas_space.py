@@ -155,7 +155,33 @@ def check_arch(arch: Any) -> dict[str, Any]:
     depths = {}
     for s in range(1, STAGES + 1):
         depths[s] = _value(arch, depth_label(s), choices)
-    return {label: _value(arch, label, choices) for label in active_labels(depths)}
+    canonical = {label: _value(arch, label, choices) for label in active_labels(depths)}
+    cell = dead_cell(canonical)
+    if cell is not None:
+        zeros = [label for label, value in canonical.items() if label.startswith(cell + "_op") and value == "zero"]
+        raise ArchError(f"architecture cell {cell}: every path from its input to its output passes a 'zero' op "
+                        f"({', '.join(zeros)}), so the network would give every image the same output and train to "
+                        "chance accuracy; choose another op or another input for that cell")
+    return canonical
+
+
+def dead_cell(arch: Mapping[str, Any]) -> str | None:
+    """The first active cell ("s<stage>_c<cell>") of a canonical architecture (check_arch's form) whose output
+    cannot depend on its input, or None. A node is live when it reads a live node (node 0, the cell's input, is) with
+    an op other than `zero`; a cell with no live node among 1..NODES outputs a constant (zeros, then a BatchNorm bias
+    after the next conv), and so does the whole network, which trains to chance accuracy. Such cells exist because the
+    space keeps DARTS' `none` op as a discrete choice (NAS-Bench-201's space has the same dead architectures, Dong &
+    Yang 2020); check_arch refuses them, sample_arch does not draw them, and the nni space carries the rule as a
+    constraint its samplers respect."""
+    for s in range(1, STAGES + 1):
+        for c in range(1, arch[depth_label(s)] + 1):
+            live = [True]
+            for k in range(1, NODES + 1):
+                source = 0 if k == 1 else arch[input_label(s, c, k)][0]
+                live.append(live[source] and arch[op_label(s, c, k)] != "zero")
+            if not any(live[1:]):
+                return f"s{s}_c{c}"
+    return None
 
 
 def _value(arch: Mapping, label: str, choices: dict[str, list]):
@@ -175,8 +201,14 @@ def _value(arch: Mapping, label: str, choices: dict[str, list]):
 
 
 def sample_arch(rng: random.Random) -> dict[str, Any]:
-    """A uniformly random architecture with every label of the space (as nni's samplers draw them)."""
-    return {label: ([rng.choice(c)] if is_input(label) else rng.choice(c)) for label, c in space().items()}
+    """A uniformly random architecture with every label of the space (as nni's samplers draw them), redrawn while it
+    has a dead cell (dead_cell; rejection sampling, as nni's samplers do with the space's constraint)."""
+    choices = space()
+    while True:
+        arch = {label: ([rng.choice(c)] if is_input(label) else rng.choice(c)) for label, c in choices.items()}
+        depths = {s: arch[depth_label(s)] for s in range(1, STAGES + 1)}
+        if dead_cell({label: arch[label] for label in active_labels(depths)}) is None:
+            return arch
 
 
 def describe(arch: Mapping[str, Any]) -> str:

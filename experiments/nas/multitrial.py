@@ -18,7 +18,9 @@ Strategies (nni.nas.strategy): `evolution`, regularized evolution (Real et al. 2
 Classifier Architecture Search", AAAI, arXiv:1802.01548: tournament of --sample-size from a population of
 --population, the oldest member dies); `random`, uniform random architectures (the baseline of Li & Talwalkar 2019,
 "Random Search and Reproducibility for NAS", UAI). With --trials <= --population, evolution never mutates: it is a
-random search.
+random search. Both run behind nni's Filter middleware: an architecture with a dead cell (trial.nas_space.dead_cell:
+its network gives every image the same output; about a fifth of uniform draws) is never trained, and the strategy
+draws again.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from trial import REPO
 from trial import data as data_mod
 from trial.__main__ import cli_overrides, parse_args as trial_args
 from trial.config import SMOKE, ConfigError, load_arch_file, load_params_file, normalize, resolve, save_arch_file
-from trial.nas_space import describe, sample_arch
+from trial.nas_space import ArchError, check_arch, describe, sample_arch
 
 STRATEGIES = ("evolution", "random")
 # trial options the architecture file does not keep: the search's cheaper fidelity and its machine
@@ -50,13 +52,28 @@ def evaluate(model, argv: list[str]) -> None:
         raise RuntimeError(f"python -m trial {' '.join(argv)} exited with status {status} (see the trial's stderr)")
 
 
+def is_live(model) -> bool:
+    """nni.nas Filter middleware's test: False for a sampled architecture (model.sample) with a dead cell, whose
+    network would give every image the same output (trial.nas_space.dead_cell; about a fifth of uniform draws)."""
+    try:
+        check_arch(model.sample)
+    except ArchError:
+        return False
+    return True
+
+
 def make_strategy(name: str, seed: int, population: int, sample_size: int):
+    """The strategy behind nni's Filter middleware (is_live): dead architectures are never trained; they reach the
+    strategy as invalid models without a metric, and it draws again. Raises ValueError for an unknown name."""
     from nni.nas import strategy
+    from nni.nas.strategy.middleware import Chain, Filter
     if name == "evolution":
-        return strategy.RegularizedEvolution(population_size=population, sample_size=sample_size, seed=seed)
-    if name == "random":
-        return strategy.Random(seed=seed)
-    raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+        base = strategy.RegularizedEvolution(population_size=population, sample_size=sample_size, seed=seed)
+    elif name == "random":
+        base = strategy.Random(seed=seed)
+    else:
+        raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+    return Chain(base, Filter(is_live))
 
 
 def check_trial_options(argv: list[str]) -> dict:

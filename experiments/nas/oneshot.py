@@ -12,7 +12,8 @@ split (--val-size, --split-seed); the test split is never read. No augmentation.
 
   darts   DARTS (Liu et al. 2019, "DARTS: Differentiable Architecture Search", arXiv:1806.09055): a softmax over each
           choice's candidates; network weights step on training batches, architecture weights (Adam, --arc-lr) on
-          validation batches, alternately (first order); the export takes each choice's largest weight.
+          validation batches, alternately (first order); the export takes each choice's largest weight, an op's
+          largest but `zero`'s (DARTS' derivation).
   gumbel  GumbelDARTS: the same with Gumbel-softmax samples of the choices (SNAS, Xie et al. 2019, arXiv:1812.09926),
           temperature annealed from 1 to 0.33.
   random  RandomOneShot (single-path one-shot, Guo et al. 2020, "Single Path One-Shot NAS with Uniform Sampling",
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -81,6 +83,18 @@ def subnet_accuracy(supernet: nn.Module, arch: dict, d: data_mod.DeviceData, bat
     return evaluate(net, d.val_x.to(device), d.val_y.to(device), F.cross_entropy)["accuracy"]
 
 
+def without_zero_ops(exported: dict, probs: dict) -> dict:
+    """DARTS' derivation of a discrete architecture (Liu et al. 2019, section 2.4: each node keeps "the strongest
+    operation", `none` excluded): nni's export (argmax over every candidate, zero included) with each op label's
+    choice replaced by its most probable candidate other than `zero`. `probs`: nni's export_probs, label -> {candidate:
+    probability}. A zero op could otherwise make a dead cell (trial.nas_space.dead_cell)."""
+    arch = dict(exported)
+    for label, candidates in probs.items():
+        if label in arch and re.fullmatch(r"s\d+_c\d+_op\d+", label):
+            arch[label] = max((p, name) for name, p in candidates.items() if name != "zero")[1]
+    return arch
+
+
 def search(dataset: str, strategy: str, epochs: int, batch_size: int = 64, learning_rate: float = 1e-3,
            weight_decay: float = 0.0, arc_lr: float = 3e-4, val_size: int = 5000, split_seed: int = 0,
            train_subset: int = 0, candidates: int = 20, seed: int = 0, data_dir: str | None = None,
@@ -114,7 +128,10 @@ def search(dataset: str, strategy: str, epochs: int, batch_size: int = 64, learn
         exp.config.experiment_working_directory = str(Path(workdir).resolve())
     try:
         exp.run()
-        arch = exp.export_top_models(formatter="dict")[0] if strategy != "random" else None
+        arch = None
+        if strategy != "random":
+            arch = exp.export_top_models(formatter="dict")[0]
+            arch = without_zero_ops(arch, exp.strategy.oneshot_module.export_probs())
     finally:
         exp.stop()
     supernet, device = exp.strategy.supernet.cpu(), pick_device("auto")

@@ -8,7 +8,8 @@ no training, so the load is on NNI's manager, its tuner (Random) and the local t
 secure starter (launch/local.py: 127.0.0.1 only). At the end it reads NNI's database and the trials' own files back and
 prints: trials started and how they ended, final results recorded (each trial exactly once), results lost (a trial that
 succeeded without its final result in the database, or whose result is not its own parameters'), wall time, and the
-NNI manager's resident memory at the first poll, at the end and at its peak. Exit status 1 when a result was lost or
+NNI manager's resident memory at the first poll, at the end, at its peak, and when a quarter, half, three quarters
+and all of the trials had ended (steady memory grows less in the later quarters than in the first). Exit status 1 when a result was lost or
 recorded twice.
 """
 from __future__ import annotations
@@ -39,7 +40,9 @@ def run_load(trials: int, concurrency: int, workdir: str | Path) -> dict:
     import psutil
 
     from experiments.launch import local
+    from experiments.results.export import END_STATES
     rss: list[int] = []
+    by_quarter: dict[int, float] = {}     # quarter of the trials ended (1..4) -> manager RSS (MB) when it was reached
 
     def sample(port: int) -> None:
         proc = manager_process(port)
@@ -47,7 +50,11 @@ def run_load(trials: int, concurrency: int, workdir: str | Path) -> dict:
             try:
                 rss.append(proc.memory_info().rss)
             except psutil.Error:
-                pass
+                return
+            ended = sum(status in END_STATES for status in local.trial_statuses(port))
+            for quarter in range(1, 5):
+                if quarter not in by_quarter and ended >= quarter * trials / 4:
+                    by_quarter[quarter] = round(rss[-1] / 2 ** 20, 1)
 
     exp_id, wall, table = local.run("load", f"{sys.executable} -m trial --no-train --dataset mnist", SPACE,
                                     {"name": "Random", "class_args": {"seed": 0}}, workdir, trials, concurrency,
@@ -62,7 +69,10 @@ def run_load(trials: int, concurrency: int, workdir: str | Path) -> dict:
             "results_lost": lost + not_own, "wall_s": round(wall, 1), "concurrency": concurrency,
             "manager_rss_mb_start": round(rss[0] / 2 ** 20, 1) if rss else None,
             "manager_rss_mb_end": round(rss[-1] / 2 ** 20, 1) if rss else None,
-            "manager_rss_mb_max": round(max(rss) / 2 ** 20, 1) if rss else None, "rss_samples": len(rss)}
+            "manager_rss_mb_max": round(max(rss) / 2 ** 20, 1) if rss else None, "rss_samples": len(rss),
+            # the run stops polling once every trial ended: the last sample stands for 100% if no poll saw it
+            "manager_rss_mb_at_25_50_75_100pct_ended": [by_quarter.get(1), by_quarter.get(2), by_quarter.get(3),
+                                                        by_quarter.get(4, round(rss[-1] / 2 ** 20, 1) if rss else None)]}
 
 
 def main(argv: list[str] | None = None) -> int:

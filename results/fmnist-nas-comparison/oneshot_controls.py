@@ -2,9 +2,10 @@
 the nas space (experiments/nas/space.py), trained with plain Adam (1e-3, batch 64, one thread) on 3,000 training
 images, the path fixed or partly redrawn each step; prints step, loss, batch accuracy, seconds.
 
-    PYTHONPATH=. python results/fmnist-nas-comparison/oneshot_controls.py MODE STEPS
+    PYTHONPATH=. python results/fmnist-nas-comparison/oneshot_controls.py MODE STEPS [cellnorm]
     MODE: fixed (one architecture), random (every label redrawn), ops (ops and inputs), oponly, inonly,
-          shape (widths and depths), nozero (every label, no zero op)
+          shape (widths and depths), nozero (every label, no zero op), convonly (ops among the 6 convs),
+          conv3 (ops among conv 3x3 and 5x5); cellnorm: each cell's output batch-normalised (no parameters)
 """
 import random, sys, time, torch, torch.nn.functional as F
 torch.set_num_threads(1)
@@ -13,6 +14,10 @@ from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from experiments.nas.space import NasSpace
 from trial import data as data_mod
 from trial.nas_space import sample_arch, NasNet
+import trial.nas_space as ns
+if len(sys.argv) > 3 and sys.argv[3] == "cellnorm":
+    _fwd = ns.Cell.forward
+    ns.Cell.forward = lambda self, x: F.batch_norm(_fwd(self, x), None, None, training=True)
 d = data_mod.prepare("fmnist", 1000, 0, torch.device("cpu"), 3000, "../shared/data", with_test=False)
 mode = sys.argv[1]
 torch.manual_seed(0)
@@ -34,6 +39,11 @@ for step in range(int(sys.argv[2])):
     if mode == "nozero":
         while any(v == "zero" for k, v in arch.items() if "_op" in k):
             arch = {k: (rng.choice([o for o in ("conv_3x3","conv_5x5","sep_conv_3x3","sep_conv_5x5","dil_conv_3x3","dil_conv_5x5","max_pool_3x3","avg_pool_3x3","skip_connect")]) if "_op" in k and v == "zero" else v) for k, v in arch.items()}
+    if mode == "convonly":
+        convs = ["conv_3x3", "conv_5x5", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
+        arch = {k: (rng.choice(convs) if "_op" in k else fixed[k]) for k in fixed}
+    if mode == "conv3":
+        arch = {k: (rng.choice(["conv_3x3", "conv_5x5"]) if "_op" in k else fixed[k]) for k in fixed}
     if mode == "shape":
         arch = {k: (arch[k] if ("width" in k or "depth" in k) else fixed[k]) for k in fixed}
     memo = dict(arch)

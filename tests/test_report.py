@@ -14,7 +14,7 @@ import torch
 
 from experiments.results import export, report
 from experiments.results.evaluate import classification_metrics, export_model, load_checkpoint, predict_proba
-from experiments.results.retrain import retrain
+from experiments.results.retrain import finished_run, retrain
 from tests import tiny_data
 from tests.nni_helpers import REPO, config_from, experiment_env, nnictl_path, running_experiment, write_config
 from trial import data as data_mod
@@ -123,6 +123,16 @@ def test_retrain_reuses_finished_runs_and_only_those(tiny_env, tmp_path, capfd):
     assert json.loads((tmp_path / "runs" / "seed2" / "test_metrics.json").read_text()) == par[1]["test"]
     err = capfd.readouterr().err           # progress from the worker processes: a line per epoch and per seed
     assert "runs seed 2: epoch 1/1, loss" in err and "seed 2: test accuracy" in err
+    # a run saved before a config key existed counts as that key's default (and only the default)
+    saved = Path(first[0]["dir"]) / "config.json"
+    old = json.loads(saved.read_text())
+    assert "nas_arch" not in old and "cutout" in old
+    saved.write_text(json.dumps({k: v for k, v in old.items() if k != "cutout"}))     # saved before cutout existed
+    assert finished_run(Path(first[0]["dir"]), old) is not None
+    assert finished_run(Path(first[0]["dir"]), {**old, "cutout": 8}) is None
+    saved.write_text(json.dumps({**old, "nas_arch": None}))      # saved when to_dict still wrote an unset nas_arch
+    assert finished_run(Path(first[0]["dir"]), old) is not None
+    saved.write_text(json.dumps(old))
     # another config in the same folder is never mistaken for a finished run
     other = retrain(params, [0], tmp_path / "runs", protocol="train_val", epochs=2, progress=False)
     assert ckpt[0].stat().st_mtime_ns != stamps[0] and other[0]["final"]["epochs_run"] == 2

@@ -12,6 +12,7 @@ metrics (scikit-learn) and predictions, so the report needs nothing back from di
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -49,14 +50,21 @@ def merged_train_val(d: data_mod.DeviceData) -> data_mod.DeviceData:
 
 def finished_run(run_dir: Path, config: dict) -> tuple[dict, dict] | None:
     """(final metrics, test metrics) of a run that already finished in `run_dir` with exactly `config`, else None:
-    an interrupted report picks up where it stopped instead of training every finished seed again."""
+    an interrupted report picks up where it stopped instead of training every finished seed again. A key one side
+    lacks counts as its default (a field added to TrialConfig after the run, or one to_dict leaves out when unset,
+    like nas_arch), which the run then had."""
     files = [run_dir / n for n in ("config.json", "final.json", "test_metrics.json", "test_predictions.npz", "best.pt")]
     if not all(f.is_file() for f in files):
         return None
     try:
         def same(cfg: dict) -> dict:           # threads change the speed, not the run
             return {k: v for k, v in json.loads(json.dumps(cfg)).items() if k != "threads"}
-        if same(json.loads(files[0].read_text())) != same(config):
+        saved, wanted = same(json.loads(files[0].read_text())), same(config)
+        defaults = same(dataclasses.asdict(TrialConfig()))     # every field, nas_arch (None) included
+
+        def full(cfg: dict) -> dict:
+            return {k: cfg.get(k, defaults.get(k)) for k in saved.keys() | wanted.keys()}
+        if full(saved) != full(wanted):
             return None
         return json.loads(files[1].read_text()), json.loads(files[2].read_text())
     except (OSError, ValueError):

@@ -105,6 +105,11 @@ def input_label(stage: int, cell: int, node: int) -> str:
     return f"s{stage}_c{cell}_in{node}"
 
 
+def is_op(label: str) -> bool:
+    """Whether `label` names a node's op choice (its value: a key of OPS)."""
+    return re.fullmatch(r"s\d+_c\d+_op\d+", label) is not None
+
+
 def is_input(label: str) -> bool:
     """Whether `label` names a node's input choice (its value: [index of the earlier node])."""
     return re.fullmatch(r"s\d+_c\d+_in\d+", label) is not None
@@ -171,8 +176,8 @@ def dead_cell(arch: Mapping[str, Any]) -> str | None:
     an op other than `zero`; a cell with no live node among 1..NODES outputs a constant (zeros, then a BatchNorm bias
     after the next conv), and so does the whole network, which trains to chance accuracy. Such cells exist because the
     space keeps DARTS' `none` op as a discrete choice (NAS-Bench-201's space has the same dead architectures, Dong &
-    Yang 2020); check_arch refuses them, sample_arch does not draw them, and the nni space carries the rule as a
-    constraint its samplers respect."""
+    Yang 2020); check_arch refuses them, sample_arch does not draw them, and the multi-trial search's strategies run
+    behind nni's Filter middleware with this rule (experiments/nas/multitrial.is_live)."""
     for s in range(1, STAGES + 1):
         for c in range(1, arch[depth_label(s)] + 1):
             live = [True]
@@ -201,14 +206,17 @@ def _value(arch: Mapping, label: str, choices: dict[str, list]):
 
 
 def sample_arch(rng: random.Random) -> dict[str, Any]:
-    """A uniformly random architecture with every label of the space (as nni's samplers draw them), redrawn while it
-    has a dead cell (dead_cell; rejection sampling, as nni's samplers do with the space's constraint)."""
+    """A uniformly random architecture with every label of the space (as nni's samplers draw them), redrawn while
+    check_arch refuses it (a dead cell, see dead_cell: rejection sampling, as the multi-trial search's Filter makes
+    nni's strategies do)."""
     choices = space()
     while True:
         arch = {label: ([rng.choice(c)] if is_input(label) else rng.choice(c)) for label, c in choices.items()}
-        depths = {s: arch[depth_label(s)] for s in range(1, STAGES + 1)}
-        if dead_cell({label: arch[label] for label in active_labels(depths)}) is None:
+        try:
+            check_arch(arch)
             return arch
+        except ArchError:
+            continue
 
 
 def describe(arch: Mapping[str, Any]) -> str:
@@ -217,7 +225,7 @@ def describe(arch: Mapping[str, Any]) -> str:
     stages = " | ".join(f"{arch[width_label(s)]}x{arch[depth_label(s)]}" for s in range(1, STAGES + 1))
     ops: dict[str, int] = {}
     for label, value in arch.items():
-        if re.fullmatch(r"s\d+_c\d+_op\d+", label):
+        if is_op(label):
             ops[value] = ops.get(value, 0) + 1
     return f"stages (width x cells) {stages}; ops " + ", ".join(f"{k} {v}" for k, v in sorted(ops.items()))
 

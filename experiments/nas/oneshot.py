@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ from torch import nn
 from trial import data as data_mod
 from trial.config import ConfigError, TrialConfig, load_params_file, normalize, save_arch_file
 from trial.inference import evaluate
-from trial.nas_space import describe, sample_arch
+from trial.nas_space import describe, is_op, sample_arch
 from trial.train import pick_device
 
 STRATEGIES = ("darts", "gumbel", "random")
@@ -90,7 +89,7 @@ def without_zero_ops(exported: dict, probs: dict) -> dict:
     probability}. A zero op could otherwise make a dead cell (trial.nas_space.dead_cell)."""
     arch = dict(exported)
     for label, candidates in probs.items():
-        if label in arch and re.fullmatch(r"s\d+_c\d+_op\d+", label):
+        if label in arch and is_op(label):
             arch[label] = max((p, name) for name, p in candidates.items() if name != "zero")[1]
     return arch
 

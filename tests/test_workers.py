@@ -9,7 +9,6 @@ import sys
 import pytest
 import yaml
 
-from experiments.launch import workers
 from tests import sshd, tiny_data
 
 pytestmark = [pytest.mark.ssh, pytest.mark.skipif(sshd.available() is not None, reason=str(sshd.available()))]

@@ -37,8 +37,6 @@ from pathlib import Path
 
 import yaml
 
-from trial import REPO
-
 from . import secure
 
 WORKER_KEYS = {"host", "port", "user", "key_file", "python", "gpus", "trials_per_gpu"}

@@ -9,7 +9,7 @@ Measures, on the same model, batch size and device:
   - training throughput (images/s, augmentation on) of the harness's epoch loop vs a minimal hand-written loop over
     in-memory tensors (the ceiling) vs the conventional pipeline (torchvision dataset + ToTensor/Normalize + per-image
     augmentation transforms + DataLoader), for a Fashion-MNIST CNN and a CIFAR-10 CNN; the three alternate in rounds
-    so that a noisy machine slows them alike;
+    so that a noisy machine slows them alike, and each ratio is the median of the per-round ratios (paired_ratio);
   - time from process start to the first training step of a trial (`python -m trial`), cold and warm data cache;
   - NNI's overhead per trial in a real local experiment of short trials (skipped where nni is absent);
   - the epochs a Hyperband iteration saves because promoted configurations resume (trial/resume.py): from the
@@ -191,16 +191,25 @@ def throughput(dataset: str, n: int, rounds: int, device, workers: int, compiled
         for name in order:
             runs[name].append(fns[name](dataset, n, device))
     med = {k: float(np.median(v)) for k, v in runs.items()}
-    return {"images_per_s": med, "runs": runs, "harness_vs_bare": med["harness"] / med["bare"],
-            "harness_vs_dataloader": med["harness"] / med["dataloader"], "images": n, "rounds": rounds,
-            "dataloader_workers": workers,
-            **({"compiled_vs_harness": med["compiled"] / med["harness"], "compile_s": _COMPILED[dataset][-1]}
-               if compiled else {})}
+    return {"images_per_s": med, "runs": runs, "harness_vs_bare": paired_ratio(runs["harness"], runs["bare"]),
+            "harness_vs_dataloader": paired_ratio(runs["harness"], runs["dataloader"]), "images": n,
+            "rounds": rounds, "dataloader_workers": workers,
+            **({"compiled_vs_harness": paired_ratio(runs["compiled"], runs["harness"]),
+                "compile_s": _COMPILED[dataset][-1]} if compiled else {})}
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """The median over rounds of a[i] / b[i]: two rates measured back to back in the same round share that round's
+    machine load, so their ratio cancels what drifts between rounds (another process, turbo, the page cache), which
+    a ratio of the two medians does not. ValueError when the lists differ in length or are empty."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired_ratio needs two equally long, non-empty lists of rates, got {len(a)} and {len(b)}")
+    return float(np.median(np.asarray(a, dtype=float) / np.asarray(b, dtype=float)))
 
 
 def family_study(dataset: str, n: int, rounds: int, device, epochs: int) -> dict:
     """Per network family (FAMILY_MODELS): the harness's images/s against the bare loop over the same model, batch
-    and augmentation (alternating rounds, medians), and a short training run's validation accuracy per CPU-minute
+    and augmentation (alternating rounds; the median of the per-round ratios), and a short training run's validation accuracy per CPU-minute
     (`epochs` epochs on `n` images, validated on 2,000; CPU time of this process, all threads)."""
     out = {}
     for family, params in FAMILY_MODELS.items():
@@ -217,7 +226,7 @@ def family_study(dataset: str, n: int, rounds: int, device, epochs: int) -> dict
         result = train(cfg)
         cpu_minutes = (time.process_time() - cpu0) / 60
         accuracy = result.history[-1]["default"]
-        out[family] = {"images_per_s": med, "runs": runs, "harness_vs_bare": med["harness"] / med["bare"],
+        out[family] = {"images_per_s": med, "runs": runs, "harness_vs_bare": paired_ratio(runs["harness"], runs["bare"]),
                        "params": count_parameters(result.model), "val_accuracy": accuracy, "epochs": epochs,
                        "images": n, "cpu_minutes": cpu_minutes, "wall_minutes": (time.perf_counter() - wall0) / 60,
                        "val_accuracy_per_cpu_minute": accuracy / cpu_minutes}
@@ -292,7 +301,7 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="also time the harness through torch.compile")
     args = p.parse_args(argv)
     device = pick_device(args.device)
-    n, rounds, workers = (4096, 3, 1) if args.quick else (30000, 3, min(8, os.cpu_count() or 1))
+    n, rounds, workers = (4096, 5, 1) if args.quick else (30000, 3, min(8, os.cpu_count() or 1))
     n = args.images or n
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
               f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
@@ -305,7 +314,7 @@ def main(argv=None) -> int:
     result["throughput"] = tp
     result["harness_vs_bare"] = min(t["harness_vs_bare"] for t in tp.values())
     result["harness_vs_dataloader"] = min(t["harness_vs_dataloader"] for t in tp.values())
-    result["families"] = {ds: family_study(ds, n, 2, device, 2) for ds in ("fmnist", "cifar10")}
+    result["families"] = {ds: family_study(ds, n, 3, device, 2) for ds in ("fmnist", "cifar10")}
     result["family_harness_vs_bare"] = min(f["harness_vs_bare"] for fams in result["families"].values()
                                            for f in fams.values())
     with tempfile.TemporaryDirectory() as cold:

@@ -115,6 +115,20 @@ def test_multitrial_filter_passes_live_architectures_only():
     assert is_live(SimpleNamespace(sample=sample_arch(random.Random(0))))
 
 
+def test_multitrial_filter_drops_a_network_submitted_before():
+    pytest.importorskip("nni.nas.nn.pytorch", reason="nni.nas needs pytorch-lightning (requirements.txt)")
+    from types import SimpleNamespace
+    from experiments.nas.multitrial import Unseen
+    arch = {**sample_arch(random.Random(0)), "s1_depth": 1, "s1_c1_op1": "conv_3x3"}
+    unseen = Unseen()
+    assert unseen(SimpleNamespace(sample=arch))
+    # only an inactive label differs (stage 1 has one cell): the same network, which nni's own dedup lets through
+    same_network = {**arch, "s1_c3_op1": "conv_5x5" if arch["s1_c3_op1"] != "conv_5x5" else "conv_3x3"}
+    assert same_network != arch and not unseen(SimpleNamespace(sample=same_network))
+    assert not unseen(SimpleNamespace(sample=arch))
+    assert unseen(SimpleNamespace(sample={**arch, "s1_c1_op1": "conv_5x5"}))     # an active label differs
+
+
 def test_canonical_form_keeps_the_active_labels():
     arch = {**sample_arch(random.Random(0)), "s1_depth": 1, "s2_depth": 3}
     canonical = check_arch(arch)

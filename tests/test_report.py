@@ -263,3 +263,27 @@ def test_figures_take_parameters_that_only_some_trials_have(tmp_path):
              plots.importance(trials, tmp_path / "i.png")[0]]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
+
+
+def test_report_flags_a_model_whose_training_diverged():
+    """A run whose loss went non-finite is scored like any other (a broken network, about chance accuracy: every seed
+    of the CIFAR-10 NAS winner retrained here): the summary and the report must say so, not pass it as a result."""
+    def run(seed, accuracy, diverged):
+        final = {"params": 1000, "train_seconds": 60.0, "diverged": diverged,
+                 **({"error": "training loss became nan at learning rate 0.0125 in epoch 1; lower learning_rate or "
+                              "turn on batch_norm"} if diverged else {})}
+        return {"seed": seed, "final": final, "config": {"dataset": "cifar10"},
+                "test": {"accuracy": accuracy, "macro_f1": 0.5, "roc_auc_ovr": 0.9}}
+    groups = {"winner1_a": [run(0, 0.74, False), run(1, 0.75, False)],
+              "baseline_nas": [run(0, 0.10, True), run(1, 0.10, True)]}
+    summary = {name: report.summarise(runs) for name, runs in groups.items()}
+    assert summary["baseline_nas"]["diverged_seeds"] == [0, 1] and "nan" in summary["baseline_nas"]["diverged_error"]
+    assert summary["winner1_a"]["diverged_seeds"] == [] and summary["winner1_a"]["diverged_error"] is None
+    r = {"experiment_id": None, "winner_files": ["a.json"], "command": "python -m experiments.report", "smoke": False,
+         "dataset": "cifar10", "protocol": "train_val", "epochs": 2, "seeds": [0, 1], "groups": summary,
+         "comparisons": {"baseline_nas": report.welch([0.74, 0.75], [0.10, 0.10])}}
+    text = report.render(r, groups, {})
+    assert "| baseline_nas | 0.1000 +- 0.0000 (DIVERGED: seeds 0, 1) |" in text
+    assert "**baseline_nas diverged** in seeds [0, 1] (training loss became nan" in text
+    assert "not a comparison of trained models: baseline_nas diverged" in text
+    assert "| winner1_a | 0.7450 +- 0.0071 |" in text

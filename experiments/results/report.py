@@ -74,13 +74,18 @@ def study_parameters(profile: dict) -> dict:
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Test accuracy mean, std (ddof 1) and per seed, macro F1 and ROC AUC means, parameters, mean training seconds."""
+    """Test accuracy mean, std (ddof 1) and per seed, macro F1 and ROC AUC means, parameters, mean training seconds,
+    and the seeds whose training diverged (a non-finite loss: their test accuracy is that of a broken network, not
+    a result) with the harness's reason."""
     acc = [r["test"]["accuracy"] for r in runs]
+    diverged = [r for r in runs if r["final"].get("diverged")]
     return {"test_accuracy_mean": float(np.mean(acc)), "test_accuracy_std": float(np.std(acc, ddof=1)) if len(acc) > 1
             else 0.0, "test_accuracies": acc, "macro_f1_mean": float(np.mean([r["test"]["macro_f1"] for r in runs])),
             "roc_auc_mean": float(np.mean([r["test"]["roc_auc_ovr"] for r in runs])),
             "params": runs[0]["final"]["params"],
-            "train_seconds_mean": float(np.mean([r["final"]["train_seconds"] for r in runs]))}
+            "train_seconds_mean": float(np.mean([r["final"]["train_seconds"] for r in runs])),
+            "diverged_seeds": [r["seed"] for r in diverged],
+            "diverged_error": diverged[0]["final"].get("error", "training diverged") if diverged else None}
 
 
 def make_report(experiment_id: str | None, out: Path, root=None, top_k: int = 1, seeds=(0, 1, 2),
@@ -259,13 +264,20 @@ def render(r: dict, groups: dict, figures: dict) -> str:
               "| model | test accuracy (mean +- std) | runs | macro F1 | ROC AUC (ovr) | parameters | train s/run |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, g in r["groups"].items():
-        lines.append(f"| {name} | {g['test_accuracy_mean']:.4f} +- {g['test_accuracy_std']:.4f} | "
+        flag = f" (DIVERGED: seeds {', '.join(map(str, diverged))})" if (diverged := g.get("diverged_seeds")) else ""
+        lines.append(f"| {name} | {g['test_accuracy_mean']:.4f} +- {g['test_accuracy_std']:.4f}{flag} | "
                      f"{', '.join(f'{a:.4f}' for a in g['test_accuracies'])} | {g['macro_f1_mean']:.4f} | "
                      f"{g['roc_auc_mean']:.4f} | {g['params']:,} | {g['train_seconds_mean']:.0f} |")
     lines.append("")
+    for name, g in r["groups"].items():
+        if g.get("diverged_seeds"):
+            lines.append(f"- **{name} diverged** in seeds {g['diverged_seeds']} ({g['diverged_error']}): the test "
+                         "accuracy of those runs is that of a broken network, not a result of this model.")
     for name, c in r["comparisons"].items():
+        broken = [g for g in (next(iter(r["groups"])), name) if r["groups"][g].get("diverged_seeds")]
+        caveat = f"; not a comparison of trained models: {' and '.join(broken)} diverged" if broken else ""
         lines.append(f"- Winner minus {name}: {c['diff']:+.4f} (95% CI {c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f}, "
-                     f"Welch's t-test p = {c['p_value']:.3g}).")
+                     f"Welch's t-test p = {c['p_value']:.3g}){caveat}.")
     lines += ["", "Per-run outputs (config, metrics per epoch, checkpoint, test metrics with per-class precision, "
               "recall and F1 and the confusion matrix) are under `runs/`; `runs.csv` lists every run.", "",
               "## Figures", ""]
@@ -307,7 +319,9 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for name, g in result["groups"].items():
-        print(f"{name}: test accuracy {g['test_accuracy_mean']:.4f} +- {g['test_accuracy_std']:.4f}")
+        diverged = (f"  DIVERGED in seeds {g['diverged_seeds']} ({g['diverged_error']}): not a result"
+                    if g["diverged_seeds"] else "")
+        print(f"{name}: test accuracy {g['test_accuracy_mean']:.4f} +- {g['test_accuracy_std']:.4f}{diverged}")
     print(f"report: {out / 'report.md'}")
     return 0
 

@@ -121,7 +121,7 @@ def test_diverged_run_keeps_its_result(tiny_root, tmp_path):
     assert "DIVERGED" in proc.stdout
     final, metrics = read_run(out)
     assert final["diverged"] is True
-    assert "learning rate" in final["error"]
+    assert "learning rate" in final["error"] and "turn on batch_norm" in final["error"]   # a plain net without BN
     assert final["epochs_run"] == len(metrics) < 4
     # ranked last by the tuner, with a finite number; the accuracy before the divergence is kept beside it
     assert final["default"] == 0.0 and final["diverged_epoch"] == len(metrics) + 1
@@ -227,3 +227,16 @@ def test_out_of_memory_is_one_line_naming_batch_size_and_parameters(tiny_root, m
     message = str(info.value)
     assert "\n" not in message and "batch_size 64" in message and "parameters" in message
     assert f"{sum(p.numel() for p in real_build(cfg, (1, 28, 28)).parameters()):,}" in message
+
+
+def test_divergence_advice_fits_the_config():
+    from trial.config import resolve
+    from trial.train import divergence_advice
+    plain = resolve({"family": "plain"})
+    assert divergence_advice(plain, amp=False) == "lower learning_rate, or turn on batch_norm"
+    assert divergence_advice(resolve({"family": "plain", "batch_norm": True}), amp=False) == "lower learning_rate"
+    # the cell network of the CIFAR-10 comparison: BatchNorm in every op, NaN in bfloat16, fine in float32
+    from trial import REPO
+    nas = resolve({"family": "nas", "nas_arch": str(REPO / "results/cifar10-nas-comparison/evolution-cifar10.json")})
+    advice = divergence_advice(nas, amp=True)
+    assert "amp false" in advice and "batch_norm" not in advice

@@ -191,7 +191,7 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
             train_loss = train_epoch(net, opt, schedule, loss, batches(d.train_x, d.train_y, cfg.batch_size,
                                                                        transform), amp, bar, average)
         except TrainingDiverged as err:
-            diverged, diverged_epoch = f"{err} in epoch {epoch}; lower learning_rate or turn on batch_norm", epoch
+            diverged, diverged_epoch = f"{err} in epoch {epoch}; {divergence_advice(cfg, amp)}", epoch
             break
         except torch.OutOfMemoryError:
             raise ConfigError(f"out of memory on {device} training a model of {count_parameters(model):,} "
@@ -240,6 +240,18 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     if output_dir is not None:
         save_run(Path(output_dir), cfg, state.history, final, kept)
     return TrainResult(model.eval(), final, state.history, cfg)
+
+
+def divergence_advice(cfg: TrialConfig, amp: bool) -> str:
+    """What to change after a non-finite loss, for this config: a lower learning rate always; float32 when bfloat16
+    autocast was on (the CIFAR-10 cell network of results/cifar10-nas-comparison went to NaN in its first epoch in
+    bfloat16 and trained in float32, same command otherwise); BatchNorm only where the config can turn it on."""
+    advice = ["lower learning_rate"]
+    if amp:
+        advice.append("train in float32 (amp false; bfloat16 autocast was on)")
+    if cfg.family == "plain" and not cfg.batch_norm:
+        advice.append("turn on batch_norm")
+    return ", or ".join(advice)
 
 
 def hardware(device: torch.device) -> dict:

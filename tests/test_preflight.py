@@ -98,6 +98,16 @@ def test_only_answering_dashboard_urls_are_printed():
     assert secure.loopback_urls("Experiment ID: abc\n") == "Experiment ID: abc\n"
 
 
+def test_the_stop_hint_names_only_this_experiment():
+    # nnictl 3.0's line (nni/tools/nnictl/launcher.py), colours included; its second command stops every experiment
+    # of the user, advice the starter never passes on (spelt in two pieces here so no search mistakes it for a call)
+    every = "--" + "all"
+    line = f'[2026-11-30 21:04:29] \x1b[32mTo stop experiment run "nnictl stop vfu9drq3" or "nnictl stop {every}"\x1b[0m\n'
+    assert secure.without_stop_all(line) == \
+        '[2026-11-30 21:04:29] \x1b[32mTo stop experiment run "nnictl stop vfu9drq3"\x1b[0m\n'
+    assert secure.without_stop_all("Experiment ID: abc\n") == "Experiment ID: abc\n"
+
+
 # ---------------------------------------------------------------------------------------------- real experiments
 def _secure_create(config: Path, env: dict, port: int, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "experiments.secure", "nnictl", "create", "--config", str(config),
@@ -140,6 +150,7 @@ def test_a_tuner_that_dies_is_reported_not_left_running(tmp_path):
         portal = [line for line in proc.stdout.splitlines() if "Web portal URLs" in line]
         assert portal and "127.0.0.1" in portal[0] and all(
             "127.0.0.1" in url for url in portal[0].split("URLs:")[1].split())
+        assert f'nnictl stop {experiments[0]}"' in proc.stdout and "nnictl stop --" not in proc.stdout
         again = subprocess.run([sys.executable, "-m", "experiments.check", "--experiment", experiments[0], "--root",
                                 workdir], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert again.returncode == 1 and "ValueError" in again.stderr

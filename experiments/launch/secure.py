@@ -164,16 +164,23 @@ def loopback_urls(line: str) -> str:
     return f"{head}Web portal URLs: {' '.join(kept)}\n" if kept else line
 
 
+def without_stop_all(line: str) -> str:
+    """nnictl create's 'To stop experiment run "nnictl stop ID" or ...' with its second command, the one that stops
+    every experiment of the user, cut: on a machine shared with other people's experiments that is never the advice;
+    any other line unchanged."""
+    return re.sub(r'\s+or\s+"nnictl stop -{2}all"', "", line)
+
+
 def run_nnictl(args: list[str], env: Mapping[str, str]) -> tuple[int, str | None]:
-    """nnictl with `env`, its output passed through line by line with the dashboard URLs cut to loopback ones;
-    returns its exit status and the experiment id it printed (create), if any."""
+    """nnictl with `env`, its output passed through line by line with the dashboard URLs cut to loopback ones and
+    the hint to stop every experiment cut; returns its exit status and the experiment id it printed (create), if any."""
     proc = subprocess.Popen([nnictl(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1)
     experiment = None
     for line in proc.stdout:
         found = re.search(r"Experiment ID:\s*(?:\x1b\[[0-9;]*m)?(\w+)", line)
         experiment = found.group(1) if found else experiment
-        sys.stdout.write(loopback_urls(line))
+        sys.stdout.write(without_stop_all(loopback_urls(line)))
         sys.stdout.flush()
     return proc.wait(), experiment
 

@@ -67,7 +67,7 @@ class Unseen:
     canonical form (trial.nas_space.check_arch: only the labels its depths make active) was seen; True (and
     remembered) otherwise. nni's own deduplication compares every label, the inactive ones too (the cells beyond a
     stage's depth), so mutations of those labels trained one network again and again, with the same seed to the same
-    result: 3 of the 11 trials of a 8-minute CIFAR-10 evolution run here. Call only on live architectures (is_live)."""
+    result: 3 of the 11 trials of an 8-minute CIFAR-10 evolution run here. Call only on live architectures (is_live)."""
 
     def __init__(self):
         self.seen: set[str] = set()

@@ -172,6 +172,9 @@ def test_family_and_architecture_go_together():
 def test_other_configs_keep_their_dict_and_digest():
     cfg = config.resolve({"dataset": "mnist", "filters": 16})
     assert "nas_arch" not in cfg.to_dict()                      # their config.json, digests and resume keys as before
+    assert "val_every_epoch" not in cfg.to_dict()               # nor does a later key at its default
+    once = config.resolve(cfg.to_dict(), {"keep": "last", "lr_schedule": "cosine", "val_every_epoch": False})
+    assert once.to_dict()["val_every_epoch"] is False and config.resolve(once.to_dict()) == once
     assert config.resolve(cfg.to_dict()) == cfg
 
 

@@ -64,6 +64,28 @@ def test_the_tuner_sees_validation_only(tiny):
     assert result.metrics["best_val_accuracy"] == max(m["default"] for m in reported)
 
 
+def test_validation_after_the_last_epoch_only_trains_the_very_same_model(tiny):
+    every = train(resolve(TINY, {"tta": "mirror_translate", "ema_decay": 0.9, "epochs": 3}))
+    reported = []
+    last = train(resolve(TINY, {"tta": "mirror_translate", "ema_decay": 0.9, "epochs": 3, "val_every_epoch": False}),
+                 report=reported.append)
+    for a, b in zip(every.model.state_dict().values(), last.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [m["train_loss"] for m in last.history] == [m["train_loss"] for m in every.history]
+    # every epoch is reported (progress), validation only with the last, which scores as before
+    assert [m["epoch"] for m in reported] == [1, 2, 3]
+    assert ["default" in m for m in reported] == [False, False, True]
+    assert reported[-1]["default"] == every.history[-1]["default"]
+    assert last.metrics["best_epoch"] == 3 and last.metrics["test_accuracy"] == every.metrics["test_accuracy"]
+
+
+@pytest.mark.parametrize("needs", [{"keep": "best"}, {"patience": 2}, {"lr_schedule": "plateau"}])
+def test_validation_once_is_refused_where_a_key_reads_it_every_epoch(needs):
+    key = next(iter(needs))
+    with pytest.raises(ConfigError, match=f"val_every_epoch false .*{key}"):
+        resolve(TINY, needs, {"val_every_epoch": False})
+
+
 @pytest.mark.parametrize("name", sorted(TTA))
 def test_tta_keeps_shape_and_leaves_a_symmetric_model_unchanged(name):
     class MeanColour(nn.Module):   # blind to flips and to one-pixel shifts of a constant image

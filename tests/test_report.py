@@ -102,6 +102,13 @@ def test_retrain_metrics_agree_with_a_direct_computation(tiny_env, tmp_path):
     # train_val trains on train + validation and keeps the last weights
     tv = retrain(params, [0], tmp_path / "tv", protocol="train_val", epochs=1, progress=False)
     assert tv[0]["config"]["keep"] == "last"
+    assert tv[0]["config"].get("val_every_epoch", True), "the plateau schedule (the default) reads it every epoch"
+    # other schedules: validation images are training images here, scored once at the end
+    cosine = retrain({**params, "lr_schedule": "cosine"}, [0], tmp_path / "cos", protocol="train_val", epochs=2,
+                     progress=False)[0]
+    assert not cosine["config"]["val_every_epoch"]
+    history = [json.loads(line) for line in (Path(cosine["dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert ["default" in m for m in history] == [False, True]
 
 
 @pytest.mark.nni
@@ -132,6 +139,8 @@ def test_retrain_reuses_finished_runs_and_only_those(tiny_env, tmp_path, capfd):
     assert finished_run(Path(first[0]["dir"]), {**old, "cutout": 8}) is None
     saved.write_text(json.dumps({**old, "nas_arch": None}))      # saved when to_dict still wrote an unset nas_arch
     assert finished_run(Path(first[0]["dir"]), old) is not None
+    # a run that scored validation every epoch trained the same weights as one that scores it once (keep "last")
+    assert finished_run(Path(first[0]["dir"]), {**old, "val_every_epoch": False}) is not None
     saved.write_text(json.dumps(old))
     # another config in the same folder is never mistaken for a finished run
     other = retrain(params, [0], tmp_path / "runs", protocol="train_val", epochs=2, progress=False)

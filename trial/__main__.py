@@ -71,7 +71,8 @@ class NNIReporter:
         self.parameter_id = record.get("parameter_id")
 
     def intermediate(self, metrics: dict) -> None:
-        self.nni.report_intermediate_result(metrics)
+        if "default" in metrics:   # an epoch without validation (val_every_epoch off) has no metric for the tuner
+            self.nni.report_intermediate_result(metrics)
 
     def final(self, metrics: dict) -> None:
         # the dashboard wants numbers: drop strings, send booleans as 0/1. Test accuracy stays in final.json: the

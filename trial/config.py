@@ -126,6 +126,10 @@ class TrialConfig:
                                       # flipped image), "mirror_translate" (airbench94's level 2), "none"
     patience: int = 0                 # early stopping: epochs without improvement (0 = off); best weights restored
     keep: str = "best"                # weights at the end: "best" validation epoch, or "last" (training on train+val)
+    val_every_epoch: bool = True      # score validation after every epoch (the tuner's per-epoch metric, early
+                                      # stopping, keep "best", the plateau schedule); off: once, after the last epoch
+                                      # (retraining on train + validation, where the per-epoch number scores training
+                                      # images and its test-time augmentation costs up to a sixth of an epoch)
     seed: int = 0
     # run
     device: str = "auto"              # "auto" (cuda if present), "cpu", "cuda", "cuda:1"
@@ -145,16 +149,20 @@ class TrialConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        if out["nas_arch"] is None:
-            # only where it is set: every other config keeps the dict, digest, resume key and config.json it had
-            # before the nas family existed
-            del out["nas_arch"]
+        for key, default in LATE_KEYS.items():
+            if out[key] == default:
+                # only where set: every other config keeps the dict, digest, resume key and config.json it had
+                # before the key existed
+                del out[key]
         return out
 
     def digest(self) -> str:
         """A stable hash of every field: the identity of a run (config + seed)."""
         return params_digest(self.to_dict())
 
+
+# keys added after runs were saved, written by to_dict only where they differ from these defaults
+LATE_KEYS = {"nas_arch": None, "val_every_epoch": True}
 
 CHOICES = {"dataset": INFO, "family": FAMILIES, "activation": ACTIVATIONS, "pool": POOLS, "head": HEADS,
            "optimizer": OPTIMIZERS, "loss": LOSSES, "lr_schedule": SCHEDULES, "keep": KEEP, "downsample": DOWNSAMPLE,
@@ -331,6 +339,15 @@ def resolve(*layers: Mapping[str, Any] | None) -> TrialConfig:
             key = f"kernel_{i}" if getattr(config, f"kernel_{i}") else "kernel"
             raise ConfigError(f"parameter {key!r} = {k} is even; kernel sizes must be odd (they keep the map size "
                               f"with padding k//2)")
+    if not config.val_every_epoch:
+        needs = [f"{k} {v!r}" for k, v, ok in (("keep", config.keep, config.keep == "last"),
+                                                ("patience", config.patience, not config.patience),
+                                                ("lr_schedule", config.lr_schedule, config.lr_schedule != "plateau"))
+                 if not ok]
+        if needs:
+            raise ConfigError(f"val_every_epoch false scores validation once, after the last epoch, but "
+                              f"{' and '.join(needs)} read(s) it every epoch: set val_every_epoch true, or use keep "
+                              f"'last', patience 0 and an lr_schedule other than 'plateau'")
     if config.loss == "mse" and config.label_smoothing:
         raise ConfigError("label_smoothing applies to cross_entropy only; set it to 0 with loss 'mse'")
     return config

@@ -22,7 +22,7 @@ from .data import cache_dir
 from .optim import Schedule
 
 # Keys that change how long or where a run trains, not what it learns.
-RUN_ONLY = ("epochs", "threads", "device", "eval_test")
+RUN_ONLY = ("epochs", "threads", "device", "eval_test", "val_every_epoch")
 
 
 @dataclass

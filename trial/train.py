@@ -139,7 +139,9 @@ def seed_everything(seed: int) -> None:
 def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceData | None = None,
           output_dir: str | Path | None = None, data_dir: str | None = None, progress: bool = False,
           resume_from: str | Path | None = None) -> TrainResult:
-    """Train one model as `cfg` says, calling `report(metrics)` after each epoch; return the model and its metrics.
+    """Train one model as `cfg` says, calling `report(metrics)` after each epoch (its validation accuracy as "default"
+    and "val_loss" where validation was scored: every epoch, or the last only with `val_every_epoch` off); return the
+    model and its metrics.
 
     `data` reuses splits already on the device (else they are prepared from `data_dir`); `output_dir` receives
     config.json, metrics.jsonl, final.json and best.pt; with `resume_from` (a file, see trial/resume.py) the run
@@ -197,20 +199,23 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
             raise ConfigError(f"out of memory on {device} training a model of {count_parameters(model):,} "
                               f"parameters with batch_size {cfg.batch_size}; lower batch_size (or width_mult), or "
                               f"use a device with more memory") from None
-        val = evaluate(scored, d.val_x, d.val_y, loss, amp, cfg.tta)
-        schedule.after_epoch(val["accuracy"])
-        metrics = {"default": val["accuracy"], "val_loss": val["loss"], "train_loss": train_loss,
-                   "lr": opt.param_groups[0]["lr"], "epoch": epoch, "epoch_seconds": time.perf_counter() - t0}
+        metrics = {"train_loss": train_loss, "lr": opt.param_groups[0]["lr"], "epoch": epoch}
+        if cfg.val_every_epoch or epoch == cfg.epochs:
+            val = evaluate(scored, d.val_x, d.val_y, loss, amp, cfg.tta)
+            schedule.after_epoch(val["accuracy"])
+            metrics = {"default": val["accuracy"], "val_loss": val["loss"], **metrics}
+            if val["accuracy"] > state.best_acc:
+                state.best_acc, state.best_epoch, state.stale = val["accuracy"], epoch, 0
+                if cfg.keep == "best":
+                    # from the plain module: a compiled wrapper would prefix every key
+                    state.best_state = copy.deepcopy((average.scored(model) if average else model).state_dict())
+            else:
+                state.stale += 1
+        metrics["epoch_seconds"] = time.perf_counter() - t0
         state.history.append(metrics)
         if bar is not None:
-            bar.set_postfix(epoch=epoch, val_acc=f"{val['accuracy']:.4f}", loss=f"{train_loss:.3f}")
-        if val["accuracy"] > state.best_acc:
-            state.best_acc, state.best_epoch, state.stale = val["accuracy"], epoch, 0
-            if cfg.keep == "best":
-                # from the plain module: a compiled wrapper would prefix every key
-                state.best_state = copy.deepcopy((average.scored(model) if average else model).state_dict())
-        else:
-            state.stale += 1
+            bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}",
+                            **({"val_acc": f"{metrics['default']:.4f}"} if "default" in metrics else {}))
         if report is not None:
             report(metrics)
         if resume_from:

@@ -2,7 +2,8 @@
 
 Two protocols:
   train_val   train on train + validation for a fixed number of epochs and keep the last weights (as the CIFAR-10
-              study did); validation accuracy is then not a held-out number and is not used.
+              study did); validation accuracy is then not a held-out number and is not used (scored after the last
+              epoch only, except for the plateau schedule, which reads it every epoch).
   early_stop  train on train, early-stop on validation, keep the best-validation weights.
 Each run writes its checkpoint and outputs under OUT/<name>/seed<k>/ and returns the trained model with its test
 metrics (scikit-learn) and predictions, so the report needs nothing back from disk.
@@ -57,8 +58,10 @@ def finished_run(run_dir: Path, config: dict) -> tuple[dict, dict] | None:
     if not all(f.is_file() for f in files):
         return None
     try:
-        def same(cfg: dict) -> dict:           # threads change the speed, not the run
-            return {k: v for k, v in json.loads(json.dumps(cfg)).items() if k != "threads"}
+        def same(cfg: dict) -> dict:
+            # threads change the speed, not the run; so does val_every_epoch, which only a config that keeps the
+            # last weights may turn off (trial.config), and then it changes what is logged, not what is trained
+            return {k: v for k, v in json.loads(json.dumps(cfg)).items() if k not in ("threads", "val_every_epoch")}
         saved, wanted = same(json.loads(files[0].read_text())), same(config)
         defaults = same(dataclasses.asdict(TrialConfig()))     # every field, nas_arch (None) included
 
@@ -85,6 +88,11 @@ def retrain(params: dict, seeds, out_dir: str | Path, protocol: str = "train_val
     jobs = max(1, min(jobs, len(seeds)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     overrides = {**protocol_overrides(protocol, epochs, patience), "threads": threads, **(extra or {})}
+    if protocol == "train_val" and "val_every_epoch" not in overrides \
+            and resolve(params, overrides).lr_schedule != "plateau":
+        # the validation images are training images here: scoring them every epoch (with test-time augmentation up
+        # to a sixth of an epoch) tells nothing; the plateau schedule alone reads that number
+        overrides["val_every_epoch"] = False
     tasks = [(params, overrides, seed, Path(out_dir) / f"seed{seed}", protocol, data_dir) for seed in seeds]
     if jobs == 1:
         data = data if data is not None else protocol_data(resolve(params, overrides), protocol, data_dir)

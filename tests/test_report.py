@@ -162,7 +162,7 @@ def test_report_writes_every_file(tiny_env, tmp_path):
     exp_id, workdir, _ = tiny_env
     out = tmp_path / "report"
     assert report.main([exp_id, "--root", str(workdir), "--out", str(out), "--seeds", "0", "1", "--smoke",
-                        "--baseline", "baselines/simple_cnn.json"]) == 0
+                        "--baseline", "baselines/simple_cnn.json", "--winner-set", "dense_units=24"]) == 0
     pngs = ["optimization_history.png", "learning_curves.png", "accuracy_vs_params.png", "parallel_coordinates.png",
             "importance.png", "confusion_matrix.png", "winner_vs_baseline.png", "misclassified.png"]
     for name in pngs + ["report.md", "trials.csv", "runs.csv", "summary.json", "model/model.pt2",
@@ -185,6 +185,11 @@ def test_report_writes_every_file(tiny_env, tmp_path):
         assert f"({name})" in text
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 4 and runs["test_accuracy"].between(0, 1).all()
+    # --winner-set: the winners retrain with it (the search's trials had 16 or 32 dense units), the baselines without
+    assert summary["winner_set"] == {"dense_units": "24"} and "dense_units = 24 set over" in text
+    trained = {g: json.loads((Path(d) / "config.json").read_text())["dense_units"]
+               for g, d in zip(runs["group"], runs["dir"])}
+    assert trained == {f"winner1_{summary['best_trial']}": 24, "baseline_simple_cnn": 128}
 
 
 @pytest.mark.slow

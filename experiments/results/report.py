@@ -90,21 +90,28 @@ def summarise(runs: list[dict]) -> dict:
 
 def make_report(experiment_id: str | None, out: Path, root=None, top_k: int = 1, seeds=(0, 1, 2),
                 protocol: str = "train_val", epochs: int | None = None, baselines=("baselines/deep_cnn.json",),
-                smoke: bool = False, data_dir=None, argv=None, jobs: int = 1, winner_files=()) -> dict:
+                smoke: bool = False, data_dir=None, argv=None, jobs: int = 1, winner_files=(),
+                winner_set: dict | None = None) -> dict:
     """Write the report of `experiment_id` into `out` and return its summary (what summary.json holds).
     `winner_files` (params files, e.g. an architecture search's output of experiments/nas) are retrained as winners
     after the experiment's top-k; with no experiment they are the only winners, and the report has no search section.
+    `winner_set` (config keys -> values) is set on every winner before retraining, not on the baselines: the way back
+    from a low-fidelity key of the search's trials other than the epochs and the subset, which every group resets
+    (a search at `--width_mult 0.5` retrains its winners at `{"width_mult": 1}`).
     The first winner sets the dataset, splits and epoch budget of every other group. Raises FileNotFoundError for an
     unknown experiment or winner file, ReportError when the experiment has no finished trial yet or there is no
     winner at all, trial.config.ConfigError for a winner file the harness refuses."""
     out.mkdir(parents=True, exist_ok=True)
     search = _search(experiment_id, root, top_k, out) if experiment_id else None
     # (group name, params, how it was chosen, whether it takes the first group's protocol: the files do)
-    winners = [(f"winner{rank}_{w['trial_id']}", json.loads((Path(w["trial_dir"]) / "config.json").read_text()),
+    winner_set = dict(winner_set or {})
+    winners = [(f"winner{rank}_{w['trial_id']}",
+                {**json.loads((Path(w["trial_dir"]) / "config.json").read_text()), **winner_set},
                 f"val {w['final_default']:.4f}", False) for rank, (_, w) in enumerate(search["winners"].iterrows(), 1)
                ] if search else []
     for path in winner_files:
-        winners.append((f"winner{len(winners) + 1}_{Path(path).stem}", load_params_file(path), str(path), True))
+        winners.append((f"winner{len(winners) + 1}_{Path(path).stem}", {**load_params_file(path), **winner_set},
+                        str(path), True))
     if not winners:
         raise ReportError("nothing to report: give an experiment id, or winner files with --winner")
     # the search may have trained on a subset (a cheap fidelity); the winners and the baseline retrain on all of it
@@ -173,6 +180,7 @@ def make_report(experiment_id: str | None, out: Path, root=None, top_k: int = 1,
         "test_accuracy_per_seed": {name: dict(zip(map(str, seeds), g["test_accuracies"]))
                                    for name, g in summary.items()},
         "protocol": protocol, "seeds": list(seeds), "epochs": budget if epochs is None else epochs, "smoke": smoke,
+        "winner_set": winner_set,
         "groups": summary, "comparisons": comparisons, "importance": importance,
         "command": "python -m experiments.report " + " ".join(shlex.quote(a) for a in (argv or [experiment_id])),
     }
@@ -257,6 +265,10 @@ def render(r: dict, groups: dict, figures: dict) -> str:
         lines += [f"Winners given as files (an architecture search's output, or any params file): "
                   f"{', '.join(f'`{p}`' for p in r['winner_files'])}; they retrain under the protocol of the first "
                   f"winner.", ""]
+    if r.get("winner_set"):
+        lines += [f"The winners retrain with {', '.join(f'{k} = {v}' for k, v in r['winner_set'].items())} set over "
+                  f"what they were chosen with (`--winner-set`: the search's trials ran at a lower fidelity); the "
+                  f"baselines keep their own.", ""]
     if r["experiment_id"]:
         lines += _study_lines(r)
     lines += [f"## Winner vs baseline on the test split ({r['protocol']}, {r['epochs']} epochs, seeds {r['seeds']})",
@@ -307,14 +319,20 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir")
     p.add_argument("--jobs", type=int, default=1, help="seeds retrained at once, in separate processes (CPU: the core "
                    "count; each gets cpu_count // jobs threads)")
+    p.add_argument("--winner-set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="config keys set on the winners (not the baselines) before retraining, e.g. width_mult=1 "
+                        "after a search whose trials ran at --width_mult 0.5")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
+    winner_set = dict(kv.split("=", 1) for kv in args.winner_set if "=" in kv)
+    if len(winner_set) != len(args.winner_set):
+        p.error(f"--winner-set takes KEY=VALUE pairs, got {' '.join(args.winner_set)}")
     if not args.experiment_id and not args.winner:
         p.error("give an experiment id, or winner files with --winner")
     out = Path(args.out or f"reports/{args.experiment_id or Path(args.winner[0]).stem}")
     try:
         result = make_report(args.experiment_id, out, args.root, args.top_k, args.seeds, args.protocol, args.epochs,
-                             args.baseline, args.smoke, args.data_dir, argv, args.jobs, args.winner)
+                             args.baseline, args.smoke, args.data_dir, argv, args.jobs, args.winner, winner_set)
     except (ReportError, FileNotFoundError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -263,3 +263,30 @@ def test_exported_architecture_round_trips(shape, seed, tmp_path):
     frozen.load_state_dict(ours.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(frozen.eval()(x), ours.eval()(x))
+
+
+def test_dilated_convs_run_in_float32_under_cpu_bfloat16_autocast():
+    """torch 2.14.1's CPU bfloat16 kernel gets the weight gradient of a dilated depthwise conv on 32x32 channels-last
+    maps wrong (relative error 1.2-1.8: results/cifar10-nas-comparison/op_bf16_check.py); the dil_conv ops of a NasNet
+    use nas_space.Float32DilatedConv2d, which computes them in float32 there, gradients included."""
+    arch = {label: ("dil_conv_5x5" if nas_space.is_op(label) else choice)
+            for label, choice in sample_arch(random.Random(0)).items()}
+    net = NasNet((3, 32, 32), 10, arch)
+    dilated = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.dilation != (1, 1)]
+    assert dilated and all(type(m) is nas_space.Float32DilatedConv2d for m in dilated)
+    torch.manual_seed(0)
+    conv = dilated[0].to(memory_format=torch.channels_last)
+    x = torch.randn(8, conv.in_channels, 32, 32).to(memory_format=torch.channels_last)
+    weights = torch.linspace(-1, 1, x.numel()).view_as(x)
+    grads = []
+    for amp in (False, True):
+        conv.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = conv(x)
+        assert out.dtype == torch.float32
+        (out * weights).sum().backward()
+        grads.append(conv.weight.grad.clone())
+    assert torch.allclose(grads[1], grads[0], rtol=1e-5, atol=1e-6)   # bfloat16 would be ~1e-3 off at best
+    # the rest of the network still runs in bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net(torch.randn(2, 3, 32, 32)).dtype == torch.bfloat16

@@ -30,6 +30,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 import torch
@@ -40,8 +41,8 @@ NODES = 3                     # nodes per cell besides its input
 WIDTHS = ((16, 24, 32), (32, 48, 64), (64, 96, 128))   # channels per stage (before width_mult)
 DEPTHS = (1, 2, 3)            # cells per stage
 
-# `layers` is the namespace that makes the parameterised layers: torch.nn here, nni's Mutable* layers in the search
-# space (their widths can then be nni choices). Every op maps [N, C, H, W] to [N, C, H, W] (stride 1, same width).
+# `layers` is the namespace that makes the parameterised layers (Conv2d, DilatedConv2d, BatchNorm2d, Linear): torch.nn
+# here, nni's Mutable* layers in the search space (their widths can then be nni choices). Every op maps [N, C, H, W] to [N, C, H, W] (stride 1, same width).
 
 
 def _conv_bn(layers, channels: int, kernel: int) -> nn.Module:
@@ -49,11 +50,27 @@ def _conv_bn(layers, channels: int, kernel: int) -> nn.Module:
                          layers.BatchNorm2d(channels))
 
 
+class Float32DilatedConv2d(nn.Conv2d):
+    """nn.Conv2d that runs in float32 on the CPU under bfloat16 autocast (elsewhere, or without autocast, it is
+    nn.Conv2d). For the dilated depthwise convs of `dil_conv_*`: torch 2.14.1's CPU bfloat16 kernel gives a wrong
+    weight gradient (relative error 1.2-1.8 against float32) for a depthwise conv with dilation 2 on 32x32 channels-last
+    maps (16x16 maps, dilation 1 and contiguous tensors are right); a network with such an op then stayed at chance
+    accuracy and its loss turned NaN (results/cifar10-nas-comparison/op_bf16_check.py). Same parameters and
+    state-dict keys as nn.Conv2d; input [N, C, H, W] of any float dtype, output float32 on that path."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+            return super().forward(x)
+        with torch.autocast("cpu", enabled=False):
+            return super().forward(x.float())
+
+
 def _dil_conv(layers, channels: int, kernel: int, dilation: int = 2) -> nn.Module:
     # DARTS' DilConv: ReLU, depthwise conv with dilation 2, pointwise conv, BN
+    depthwise = layers.DilatedConv2d if dilation > 1 else layers.Conv2d
     return nn.Sequential(nn.ReLU(),
-                         layers.Conv2d(channels, channels, kernel, padding=dilation * (kernel - 1) // 2,
-                                       dilation=dilation, groups=channels, bias=False),
+                         depthwise(channels, channels, kernel, padding=dilation * (kernel - 1) // 2,
+                                   dilation=dilation, groups=channels, bias=False),
                          layers.Conv2d(channels, channels, 1, bias=False), layers.BatchNorm2d(channels))
 
 
@@ -251,9 +268,10 @@ class ChosenInput(nn.Module):
 
 
 class Choices(Protocol):
-    """What the builder asks: `layers` makes Conv2d, BatchNorm2d and Linear (their widths may be a `width` result);
-    `width` and `repeat` give a stage's channels and its `depth` cells (`block(i)` builds cell i); `op` picks one of
-    the named op builders; `input` returns a module that picks one of `n_candidates` tensors from a list."""
+    """What the builder asks: `layers` makes Conv2d, DilatedConv2d, BatchNorm2d and Linear (their widths may be a
+    `width` result); `width` and `repeat` give a stage's channels and its `depth` cells (`block(i)` builds cell i);
+    `op` picks one of the named op builders; `input` returns a module that picks one of `n_candidates` tensors from a
+    list."""
     layers: Any
 
     def width(self, label: str, values: Sequence[int]) -> Any: ...
@@ -268,7 +286,8 @@ class Choices(Protocol):
 class FixedChoices:
     """The decisions of one architecture (checked by check_arch), built as plain torch modules; widths times
     `width_mult`, rounded, at least 1."""
-    layers = nn
+    layers = SimpleNamespace(Conv2d=nn.Conv2d, DilatedConv2d=Float32DilatedConv2d, BatchNorm2d=nn.BatchNorm2d,
+                             Linear=nn.Linear)
 
     def __init__(self, arch: Mapping[str, Any], width_mult: float = 1.0):
         self.arch = check_arch(arch)

@@ -250,7 +250,8 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
 def divergence_advice(cfg: TrialConfig, amp: bool) -> str:
     """What to change after a non-finite loss, for this config: a lower learning rate always; float32 when bfloat16
     autocast was on (the CIFAR-10 cell network of results/cifar10-nas-comparison went to NaN in its first epoch in
-    bfloat16 and trained in float32, same command otherwise); BatchNorm only where the config can turn it on."""
+    bfloat16 and trained in float32, same command otherwise: a wrong bfloat16 CPU kernel, since worked around in
+    trial.nas_space.Float32DilatedConv2d; others may exist); BatchNorm only where the config can turn it on."""
     advice = ["lower learning_rate"]
     if amp:
         advice.append("train in float32 (amp false; bfloat16 autocast was on)")

@@ -23,7 +23,10 @@ from trial.nas_space import NasNet, build_into
 
 class SearchChoices:
     """Each decision as an nni mutable labelled as trial/nas_space.py names it."""
-    layers = SimpleNamespace(Conv2d=MutableConv2d, BatchNorm2d=MutableBatchNorm2d, Linear=MutableLinear)
+    # DilatedConv2d: nni's own conv; the supernet trains in float32 (the bfloat16 fix of trial.nas_space's
+    # Float32DilatedConv2d is for the harness, which trains every chosen architecture)
+    layers = SimpleNamespace(Conv2d=MutableConv2d, DilatedConv2d=MutableConv2d, BatchNorm2d=MutableBatchNorm2d,
+                             Linear=MutableLinear)
 
     def width(self, label: str, values: Sequence[int]):
         return nni.choice(label, list(values))

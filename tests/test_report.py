@@ -301,3 +301,11 @@ def test_report_flags_a_model_whose_training_diverged():
     assert "**baseline_nas diverged** in seeds [0, 1] (training loss became nan" in text
     assert "not a comparison of trained models: baseline_nas diverged" in text
     assert "| winner1_a | 0.7450 +- 0.0071 |" in text
+
+
+@pytest.mark.parametrize("pairs, message", [(["width_mult"], "KEY=VALUE pairs"),
+                                            (["width_mult=1", "width_mult=2"], "sets a key twice")])
+def test_winner_set_refuses_what_is_not_one_value_per_key(pairs, message, capsys):
+    with pytest.raises(SystemExit):
+        report.main(["someid", "--winner-set", *pairs])
+    assert message in capsys.readouterr().err

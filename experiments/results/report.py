@@ -324,9 +324,11 @@ def main(argv=None) -> int:
                         "after a search whose trials ran at --width_mult 0.5")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
-    winner_set = dict(kv.split("=", 1) for kv in args.winner_set if "=" in kv)
-    if len(winner_set) != len(args.winner_set):
+    if not all("=" in kv for kv in args.winner_set):
         p.error(f"--winner-set takes KEY=VALUE pairs, got {' '.join(args.winner_set)}")
+    winner_set = dict(kv.split("=", 1) for kv in args.winner_set)
+    if len(winner_set) != len(args.winner_set):
+        p.error(f"--winner-set sets a key twice: {' '.join(args.winner_set)}; keep one")
     if not args.experiment_id and not args.winner:
         p.error("give an experiment id, or winner files with --winner")
     out = Path(args.out or f"reports/{args.experiment_id or Path(args.winner[0]).stem}")

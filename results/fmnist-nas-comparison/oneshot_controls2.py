@@ -80,3 +80,6 @@ for step in range(steps):
     if (step + 1) % 25 == 0:
         print(mode, step + 1, round(sum(losses[-25:]) / 25, 3), round(sum(accs[-25:]) / 25, 3),
               f"{time.time() - t:.0f}s", flush=True)
+if rezero:   # whether the cells are used: the gates' values after training
+    gates = [m.alpha.item() for m in sup.modules() if isinstance(m, ns.Cell)]
+    print(mode, "cell gates a:", " ".join(f"{a:+.2f}" for a in gates), flush=True)

@@ -148,13 +148,16 @@ def test_multitrial_search_on_loopback_reports_and_exports(strategy, tiny_env, t
 def oneshot_archs(tiny_env):
     """DARTS, GumbelDARTS and RandomOneShot, one tiny epoch each: strategy -> (architecture file, output).
     GumbelDARTS instead runs under a wall-clock budget (--max-time 0.2 min with 5000 epochs asked: without the budget
-    it would outlast the timeout) and carries the DARTS recipe (--params) into its architecture file."""
+    it would outlast the timeout) and carries the DARTS recipe (--params) into its architecture file. DARTS searches
+    the space without cell gates (--no-cell-gate), the others with them (the default)."""
     tmp, env = tiny_env
     found = {}
     for strategy in ("darts", "gumbel", "random"):
         out = tmp / f"{strategy}.json"
         budget = ["--epochs", "5000", "--max-time", "0.2", "--params", str(REPO / "recipes" / "nas_darts.json")] \
             if strategy == "gumbel" else ["--epochs", "1"]
+        if strategy == "darts":
+            budget.append("--no-cell-gate")
         proc = subprocess.run([sys.executable, "-m", "experiments.nas.oneshot", "--dataset", "fmnist", "--strategy",
                                strategy, *budget, "--train-subset", "32", "--val-size", "32",
                                "--batch-size", "16", "--candidates", "2", "--threads", "1",
@@ -176,6 +179,9 @@ def test_oneshot_search_exports_an_architecture_that_retrains(strategy, oneshot_
     assert f"architecture: {out}" in proc.stdout
     cfg = resolve(load_arch_file(str(out)))
     assert cfg.family == "nas" and cfg.dataset == "fmnist"
+    # the retraining keeps the gates the supernet was searched with
+    assert cfg.nas_cell_gate == (strategy != "darts")
+    assert ("cells gated" in json.loads(out.read_text())["_comment"]) == (strategy != "darts")
     if strategy == "random":
         assert "candidate 2/2" in proc.stderr and "on the supernet" in json.loads(out.read_text())["_comment"]
     if strategy == "gumbel":    # the recipe travels with the architecture; the budget is recorded
@@ -211,8 +217,10 @@ def test_oneshot_refuses_a_recipe_that_sets_what_it_searches(tmp_path):
     from experiments.nas.oneshot import retraining_recipe
     from trial.config import ConfigError
     assert retraining_recipe(None, "fmnist") == {"dataset": "fmnist"}
+    assert retraining_recipe(None, "fmnist", cell_gate=True) == {"dataset": "fmnist", "nas_cell_gate": True}
     bad = tmp_path / "recipe.json"
     for content, message in (({"family": "airbench"}, "sets family: the search chooses"),
+                             ({"nas_cell_gate": False}, "sets nas_cell_gate: the search chooses"),
                              ({"dataset": "mnist"}, "is for dataset 'mnist'"),
                              ({"learning_rate": -1}, "learning_rate")):
         bad.write_text(json.dumps(content))

@@ -97,6 +97,38 @@ def test_a_cell_whose_output_cannot_see_its_input_is_refused_and_never_drawn(mon
     assert all(nas_space.dead_cell(check_arch(sample_arch(random.Random(seed)))) is None for seed in range(300))
 
 
+def test_oneshot_supernet_draws_live_architectures_only():
+    pytest.importorskip("nni.nas.nn.pytorch", reason="nni.nas needs pytorch-lightning (requirements.txt)")
+    from experiments.nas.oneshot import is_live_sample, make_strategy
+    assert not is_live_sample(dead_arch()) and is_live_sample(sample_arch(random.Random(0)))
+    assert make_strategy("random", 3e-4).filter is is_live_sample       # nni's RandomOneShot passes it to its module
+
+
+def test_gated_cells_start_as_the_identity_and_learn_their_gate():
+    """nas_cell_gate: each cell is x + g * cell(x), g from 0, so at initialisation every cell passes its input
+    through whatever its ops, and a training step moves every gate; without the key the network is as before."""
+    arch = sample_arch(random.Random(2))
+    cfg = config.resolve({"family": "nas", "nas_arch": arch, "nas_cell_gate": True})
+    net = build_model(cfg, data.INFO["fmnist"].shape)
+    cells = [m for m in net.modules() if isinstance(m, nas_space.Cell)]
+    assert len(cells) == sum(arch[f"s{s}_depth"] for s in (1, 2, 3))
+    seen = []
+    hooks = [c.register_forward_hook(lambda m, args, out: seen.append(torch.equal(out, args[0]))) for c in cells]
+    net.train()(torch.randn(4, 1, 28, 28))
+    for h in hooks:
+        h.remove()
+    assert seen == [True] * len(cells)
+    one_step(net, (1, 28, 28), export=True)
+    assert all(float(c.gate.detach()) != 0 for c in cells)
+    plain = NasNet((1, 28, 28), 10, arch)
+    assert all(c.gate is None for c in plain.modules() if isinstance(c, nas_space.Cell))
+    assert count_parameters(net) == count_parameters(plain) + len(cells)
+    assert cfg.to_dict()["nas_cell_gate"] is True
+    assert "nas_cell_gate" not in config.resolve({"family": "nas", "nas_arch": arch}).to_dict()
+    with pytest.raises(config.ConfigError, match="nas_cell_gate gates the cells of family 'nas' only"):
+        config.resolve({"family": "residual", "nas_cell_gate": True})
+
+
 def test_darts_derivation_never_keeps_a_zero_op():
     pytest.importorskip("nni.nas.nn.pytorch", reason="nni.nas needs pytorch-lightning (requirements.txt)")
     from experiments.nas.oneshot import without_zero_ops
@@ -212,10 +244,10 @@ def test_trial_cli_refuses_a_bad_architecture_in_one_line(tmp_path):
 # the nni.nas model space is the same space, and freezing it gives our network
 # ---------------------------------------------------------------------------------------------------------------------
 
-def nni_space(shape):
+def nni_space(shape, cell_gate: bool = False):
     pytest.importorskip("nni.nas.nn.pytorch", reason="nni.nas needs pytorch-lightning (requirements.txt)")
     from experiments.nas.space import NasSpace
-    return NasSpace(shape, 10)
+    return NasSpace(shape, 10, cell_gate=cell_gate)
 
 
 def nni_draw(space, seed: int) -> dict:
@@ -242,15 +274,17 @@ def test_nni_space_has_the_same_labels_and_candidates():
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["28x28x1", "32x32x3"])
-@pytest.mark.parametrize("seed", range(3))
-def test_exported_architecture_round_trips(shape, seed, tmp_path):
+@pytest.mark.parametrize("seed,cell_gate", [(0, False), (1, False), (2, False), (3, True)])
+def test_exported_architecture_round_trips(shape, seed, cell_gate, tmp_path):
     """nni's sample -> architecture file -> config -> our builder: the same parameter count as nni's frozen model,
-    state dicts loadable both ways, and the same outputs for the same weights."""
-    space = nni_space(shape)
+    state dicts loadable both ways, and the same outputs for the same weights (gated cells too: the one-shot
+    search's space)."""
+    space = nni_space(shape, cell_gate)
     arch = nni_draw(space, seed)
     frozen = space.freeze(arch)
     dataset = "mnist" if shape[0] == 1 else "cifar10"
-    config.save_arch_file(tmp_path / "arch.json", json.loads(json.dumps(arch)), {"dataset": dataset, "dropout": 0.0})
+    config.save_arch_file(tmp_path / "arch.json", json.loads(json.dumps(arch)),
+                          {"dataset": dataset, "dropout": 0.0, **({"nas_cell_gate": True} if cell_gate else {})})
     cfg = config.resolve(config.load_arch_file(str(tmp_path / "arch.json")))
     ours = build_model(cfg, data.INFO[dataset].shape)
     assert count_parameters(ours) == count_parameters(frozen)
@@ -263,6 +297,9 @@ def test_exported_architecture_round_trips(shape, seed, tmp_path):
     frozen.load_state_dict(ours.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(frozen.eval()(x), ours.eval()(x))
+    gates = [k for k in ours.state_dict() if k.endswith(".gate")]
+    assert len(gates) == (sum(arch[f"s{s}_depth"] for s in (1, 2, 3)) if cell_gate else 0)
+    assert all(float(ours.state_dict()[k]) != 0 for k in gates)     # trained gates went across
 
 
 def test_dilated_convs_run_in_float32_under_cpu_bfloat16_autocast():

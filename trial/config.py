@@ -62,6 +62,8 @@ class TrialConfig:
                                       # "nas" (the cells nas_arch chooses; trial/nas_space.py)
     nas_arch: Optional[dict] = None   # nas: labels -> chosen candidates (trial/nas_space.py), or in a params file or
                                       # flag the path of a JSON file holding them (an architecture search's output)
+    nas_cell_gate: bool = False       # nas: each cell's output x + g * cell(x), g a learnable scalar per cell from 0
+                                      # (ReZero, Bachlechner et al. 2020); the one-shot search's supernet needs it
     width_mult: float = 1.0           # every family: channel counts times this (rounded, at least 1)
     conv_layers: int = 2              # plain: conv blocks, each followed by pooling while the map is larger than 1x1;
                                       # residual: stages (each after the first halves the map); airbench: groups
@@ -162,7 +164,7 @@ class TrialConfig:
 
 
 # keys added after runs were saved, written by to_dict only where they differ from these defaults
-LATE_KEYS = {"nas_arch": None, "val_every_epoch": True}
+LATE_KEYS = {"nas_arch": None, "val_every_epoch": True, "nas_cell_gate": False}
 
 CHOICES = {"dataset": INFO, "family": FAMILIES, "activation": ACTIVATIONS, "pool": POOLS, "head": HEADS,
            "optimizer": OPTIMIZERS, "loss": LOSSES, "lr_schedule": SCHEDULES, "keep": KEEP, "downsample": DOWNSAMPLE,
@@ -315,6 +317,9 @@ def resolve(*layers: Mapping[str, Any] | None) -> TrialConfig:
                           "sets them), or neither" if config.family == "nas" else
                           f"nas_arch shapes family 'nas' only; family {config.family!r} would ignore it: drop it or "
                           f"use family 'nas'")
+    if config.nas_cell_gate and config.family != "nas":
+        raise ConfigError(f"nas_cell_gate gates the cells of family 'nas' only; family {config.family!r} would "
+                          f"ignore it: drop it or use family 'nas'")
     if config.family == "airbench" and config.conv_layers > 4:
         raise ConfigError(f"family 'airbench' halves the map in each of conv_layers = {config.conv_layers} groups; "
                           f"28x28 and 32x32 images allow at most 4")

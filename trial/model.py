@@ -103,7 +103,8 @@ def airbench(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int) ->
 
 
 def nas(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int) -> NasNet:
-    return NasNet(shape, num_classes, cfg.nas_arch, width_mult=cfg.width_mult, dropout=cfg.dropout)
+    return NasNet(shape, num_classes, cfg.nas_arch, width_mult=cfg.width_mult, dropout=cfg.dropout,
+                  cell_gate=cfg.nas_cell_gate)
 
 
 FAMILIES = {"plain": plain, "residual": residual, "airbench": airbench, "nas": nas}

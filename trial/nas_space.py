@@ -10,7 +10,11 @@ operation set, ReLU-conv-BN ordering and separable/dilated convs; cells of nodes
                 halves the map (28 -> 14 -> 7, 32 -> 16 -> 8) and changes the width; then `depth` cells at that width
     cell        node 0 is the cell's input; node k (1..3) applies one op to one earlier node (node 1 to the input);
                 the cell's output is the sum of nodes 1..3. DARTS gives each node two inputs and concatenates; one
-                input and a sum keep every width a stage's own, so the width is searchable.
+                input and a sum keep every width a stage's own, so the width is searchable. With `cell_gate` the
+                output is x + g * sum, g a learnable scalar per cell starting at 0 (ReZero, Bachlechner et al. 2020,
+                arXiv:2003.04887): a path through every cell that does not depend on its ops, without which a
+                single-path supernet (RandomOneShot) stays at chance here (results/fmnist-nas-comparison/
+                oneshot_controls2.py); the cell starts as the identity.
     head        ReLU, global average pool, dropout, linear
 
 An architecture is a dict of labels -> chosen candidates, the form nni.nas exports (`formatter="dict"`):
@@ -307,11 +311,13 @@ class FixedChoices:
 
 
 class Cell(nn.Module):
-    """NODES nodes; node k = op_k(one of nodes 0..k-1), node 0 the input; output = sum of nodes 1..NODES.
+    """NODES nodes; node k = op_k(one of nodes 0..k-1), node 0 the input; output = sum of nodes 1..NODES, or with
+    `gate` x + g * that sum, g (`self.gate`, a float32 scalar parameter) starting at 0 (ReZero).
     [N, C, H, W] -> [N, C, H, W], C the stage's width."""
 
-    def __init__(self, choices: Choices, width, stage: int, cell: int):
+    def __init__(self, choices: Choices, width, stage: int, cell: int, gate: bool = False):
         super().__init__()
+        self.gate = nn.Parameter(torch.zeros(())) if gate else None
         layers = choices.layers
         self.inputs = nn.ModuleList(choices.input(input_label(stage, cell, k), k) for k in range(2, NODES + 1))
         builders = {name: (lambda build=build: build(layers, width)) for name, build in OPS.items()}
@@ -325,26 +331,28 @@ class Cell(nn.Module):
         out = nodes[1]
         for node in nodes[2:]:
             out = out + node
-        return out
+        return out if self.gate is None else x + self.gate * out
 
 
 class Stage(nn.Module):
     """A reduction (stages after the first: ReLU, conv 3x3 stride 2, BN; halves the map rounding up) and `depth`
     cells."""
 
-    def __init__(self, choices: Choices, in_width, width, stage: int):
+    def __init__(self, choices: Choices, in_width, width, stage: int, cell_gate: bool = False):
         super().__init__()
         layers = choices.layers
         self.reduce = nn.Identity() if stage == 1 else nn.Sequential(
             nn.ReLU(), layers.Conv2d(in_width, width, 3, stride=2, padding=1, bias=False), layers.BatchNorm2d(width))
-        self.cells = choices.repeat(depth_label(stage), DEPTHS, lambda i: Cell(choices, width, stage, i + 1))
+        self.cells = choices.repeat(depth_label(stage), DEPTHS, lambda i: Cell(choices, width, stage, i + 1, cell_gate))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cells(self.reduce(x))
 
 
-def build_into(net: nn.Module, choices: Choices, shape: Sequence[int], num_classes: int, dropout: float) -> None:
-    """Give `net` its stem, stages and head as `choices` decides (shared by NasNet and the nni model space)."""
+def build_into(net: nn.Module, choices: Choices, shape: Sequence[int], num_classes: int, dropout: float,
+               cell_gate: bool = False) -> None:
+    """Give `net` its stem, stages and head as `choices` decides (shared by NasNet and the nni model space);
+    `cell_gate`: every cell gated (Cell)."""
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"shape: expected (channels, height, width), got {tuple(shape)}")
     if not 0 <= dropout < 1:
@@ -355,7 +363,7 @@ def build_into(net: nn.Module, choices: Choices, shape: Sequence[int], num_class
     stages, width = [], first
     for s in range(1, STAGES + 1):
         in_width, width = width, first if s == 1 else choices.width(width_label(s), WIDTHS[s - 1])
-        stages.append(Stage(choices, in_width, width, s))
+        stages.append(Stage(choices, in_width, width, s, cell_gate))
     net.stages = nn.Sequential(*stages)
     net.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                              nn.Dropout(dropout) if dropout else nn.Identity(), layers.Linear(width, num_classes))
@@ -371,6 +379,8 @@ class NasNet(nn.Module):
         arch: labels -> choices (check_arch's rules; extra labels of inactive cells are ignored).
         width_mult: every stage width times this, rounded, at least 1 (1.0: the widths the architecture names).
         dropout: probability of dropping a pooled feature before the linear head (0 adds no layer).
+        cell_gate: each cell's output x + g * (sum of its nodes), g a learnable scalar per cell starting at 0
+            (ReZero, Bachlechner et al. 2020, arXiv:2003.04887): at initialisation every cell is the identity.
 
     Input: normalised float images [N, C, H, W] (any memory format). Output: logits [N, num_classes], same dtype.
     No data-dependent control flow: `torch.export.export` traces it.
@@ -381,9 +391,9 @@ class NasNet(nn.Module):
     """
 
     def __init__(self, shape: Sequence[int], num_classes: int, arch: Mapping[str, Any], width_mult: float = 1.0,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, cell_gate: bool = False):
         super().__init__()
-        build_into(self, FixedChoices(arch, width_mult), shape, num_classes, dropout)
+        build_into(self, FixedChoices(arch, width_mult), shape, num_classes, dropout, cell_gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))

@@ -17,13 +17,19 @@ split (--val-size, --split-seed); the test split is never read. No augmentation.
   gumbel  GumbelDARTS: the same with Gumbel-softmax samples of the choices (SNAS, Xie et al. 2019, arXiv:1812.09926),
           temperature annealed from 1 to 0.33.
   random  RandomOneShot (single-path one-shot, Guo et al. 2020, "Single Path One-Shot NAS with Uniform Sampling",
-          arXiv:1904.00420): one uniformly drawn architecture trains per step. Its own export is one more random
+          arXiv:1904.00420): one uniformly drawn live architecture (trial.nas_space.dead_cell: nni's filter draws
+          again) trains per step. Its own export is one more random
           draw, so --candidates architectures are drawn and each is scored on the validation split with the
           supernet's weights after re-estimating its BatchNorm statistics on training batches (SPOS' recalibration);
           the best is kept.
 
 The validation accuracy random writes with its choice is that of the supernet's weights, a ranking signal only: the
 architecture trains from scratch afterwards.
+
+Every cell of the supernet is gated (x + g * cell(x), g from 0: trial.nas_space's `cell_gate`, ReZero) unless
+--no-cell-gate: without the gate RandomOneShot's supernet stayed at chance on Fashion-MNIST here
+(results/fmnist-nas-comparison/oneshot_controls2.py). The architecture file then carries `nas_cell_gate: true`, so the
+chosen network retrains with the gates it was searched with.
 """
 from __future__ import annotations
 
@@ -41,11 +47,21 @@ from torch import nn
 from trial import data as data_mod
 from trial.config import ConfigError, TrialConfig, load_params_file, normalize, save_arch_file
 from trial.inference import evaluate
-from trial.nas_space import describe, is_op, sample_arch
+from trial.nas_space import ArchError, check_arch, describe, is_op, sample_arch
 from trial.train import pick_device
 
 STRATEGIES = ("darts", "gumbel", "random")
 RECALIBRATION_BATCHES = 20   # training batches that re-estimate a subnet's BatchNorm statistics
+
+
+def is_live_sample(sample: dict) -> bool:
+    """RandomOneShot's filter: False for a drawn architecture (labels -> choices) with a dead cell
+    (trial.nas_space.dead_cell), whose network gives every image the same output."""
+    try:
+        check_arch(sample)
+    except ArchError:
+        return False
+    return True
 
 
 def make_strategy(name: str, arc_lr: float):
@@ -55,7 +71,7 @@ def make_strategy(name: str, arc_lr: float):
     if name == "gumbel":
         return strategy.GumbelDARTS(arc_learning_rate=arc_lr)
     if name == "random":
-        return strategy.RandomOneShot()
+        return strategy.RandomOneShot(filter=is_live_sample)
     raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
 
 
@@ -97,12 +113,12 @@ def without_zero_ops(exported: dict, probs: dict) -> dict:
 def search(dataset: str, strategy: str, epochs: int, batch_size: int = 64, learning_rate: float = 1e-3,
            weight_decay: float = 0.0, arc_lr: float = 3e-4, val_size: int = 5000, split_seed: int = 0,
            train_subset: int = 0, candidates: int = 20, seed: int = 0, data_dir: str | None = None,
-           workdir: str | None = None, progress: bool = True, max_minutes: float = 0.0) -> dict:
+           workdir: str | None = None, progress: bool = True, max_minutes: float = 0.0, cell_gate: bool = True) -> dict:
     """Train the supernet with `strategy` for `epochs` and choose an architecture. Network weights: Adam at
     `learning_rate` with `weight_decay` (nni's Classification evaluator), batches of `batch_size`; `arc_lr`: the
     architecture weights' Adam learning rate (DARTS, GumbelDARTS). `max_minutes` (> 0): the supernet's training
     stops after that many minutes of wall time even before `epochs` (Lightning's max_time), so searches can be given
-    equal budgets. Returns {"nas_arch": the choice, labels ->
+    equal budgets. `cell_gate`: every cell of the supernet gated (trial.nas_space.Cell). Returns {"nas_arch": the choice, labels ->
     candidates, "val_accuracy": for random its validation accuracy on the supernet, else None, "seconds": wall
     time}. Raises trial.data.DatasetError for missing data."""
     import nni
@@ -122,7 +138,7 @@ def search(dataset: str, strategy: str, epochs: int, batch_size: int = 64, learn
                                val_dataloaders=val, max_epochs=epochs, num_classes=len(d.info.classes),
                                enable_checkpointing=False, logger=False, enable_progress_bar=progress,
                                **({"max_time": {"minutes": max_minutes}} if max_minutes > 0 else {}))
-    exp = NasExperiment(NasSpace(d.info.shape, len(d.info.classes)), evaluator, make_strategy(strategy, arc_lr))
+    exp = NasExperiment(NasSpace(d.info.shape, len(d.info.classes), cell_gate=cell_gate), evaluator, make_strategy(strategy, arc_lr))
     if workdir:
         exp.config.experiment_working_directory = str(Path(workdir).resolve())
     try:
@@ -148,18 +164,19 @@ def search(dataset: str, strategy: str, epochs: int, batch_size: int = 64, learn
     return {"nas_arch": arch, "val_accuracy": accuracy, "seconds": time.perf_counter() - start}
 
 
-def retraining_recipe(path: str | None, dataset: str) -> dict:
+def retraining_recipe(path: str | None, dataset: str, cell_gate: bool = False) -> dict:
     """The params the architecture file carries: {"dataset"} plus the training keys of the params file at `path`
-    (checked by trial.config.normalize). Raises OSError for an unreadable file, ConfigError for unknown keys or bad
-    values, or for a file that sets what the search chooses (family, nas_arch) or a different dataset."""
+    (checked by trial.config.normalize), plus {"nas_cell_gate": True} with `cell_gate`. Raises OSError for an
+    unreadable file, ConfigError for unknown keys or bad values, or for a file that sets what the search chooses
+    (family, nas_arch), the space it searched (nas_cell_gate) or a different dataset."""
     recipe = load_params_file(path) if path else {}
-    chosen = sorted(set(recipe) & {"family", "nas_arch"})
+    chosen = sorted(set(recipe) & {"family", "nas_arch", "nas_cell_gate"})
     if chosen:
-        raise ConfigError(f"params file {path} sets {', '.join(chosen)}: the search chooses those; keep only the "
-                          "training recipe there")
+        raise ConfigError(f"params file {path} sets {', '.join(chosen)}: the search chooses those (the gate: "
+                          "--cell-gate / --no-cell-gate); keep only the training recipe there")
     if recipe.get("dataset", dataset) != dataset:
         raise ConfigError(f"params file {path} is for dataset {recipe['dataset']!r}, the search for {dataset!r}")
-    return {**normalize(recipe), "dataset": dataset}
+    return {**normalize(recipe), "dataset": dataset, **({"nas_cell_gate": True} if cell_gate else {})}
 
 
 def main(argv=None) -> int:
@@ -182,6 +199,9 @@ def main(argv=None) -> int:
                    help="stop the supernet's training after this many minutes even before --epochs (0: no limit)")
     p.add_argument("--params", metavar="FILE", help="training recipe (keys of trial/config.py) the architecture file "
                    "carries, so that `python -m trial --arch FILE` retrains with it (default: the harness defaults)")
+    p.add_argument("--cell-gate", action=argparse.BooleanOptionalAction, default=True,
+                   help="gate every cell of the supernet, x + g * cell(x) with g from 0 (ReZero; default: on); the "
+                   "architecture file then retrains with the gates")
     p.add_argument("--data-dir")
     p.add_argument("--workdir", help="where nni keeps the run's checkpoint (default ~/nni-experiments)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -191,7 +211,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out or f"runs/nas/{args.strategy}-{args.dataset}.json")
     try:
-        recipe = retraining_recipe(args.params, args.dataset)
+        recipe = retraining_recipe(args.params, args.dataset, args.cell_gate)
     except (OSError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -199,15 +219,16 @@ def main(argv=None) -> int:
         result = search(args.dataset, args.strategy, args.epochs, args.batch_size, args.learning_rate,
                         args.weight_decay, args.arc_lr, args.val_size, args.split_seed, args.train_subset,
                         args.candidates, args.seed, args.data_dir, args.workdir, not args.no_progress,
-                        args.max_time)
+                        args.max_time, args.cell_gate)
     except data_mod.DatasetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     score = "" if result["val_accuracy"] is None else \
         f"; validation accuracy {result['val_accuracy']:.4f} on the supernet (a ranking signal, not a trained result)"
     limit = f" (at most {args.max_time:g} min)" if args.max_time > 0 else ""
+    gate = ", cells gated (nas_cell_gate)" if args.cell_gate else ""
     comment = (f"architecture chosen by nni.nas one-shot {args.strategy} on {args.dataset}: {args.epochs} supernet "
-               f"epochs{limit}{score}, {result['seconds']:.0f} s"
+               f"epochs{limit}{gate}{score}, {result['seconds']:.0f} s"
                f"{'; training recipe from ' + args.params if args.params else ''}. "
                f"Retrain: python -m trial --arch {out}")
     save_arch_file(out, result["nas_arch"], recipe, comment)

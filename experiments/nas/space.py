@@ -43,10 +43,12 @@ class SearchChoices:
 
 class NasSpace(ModelSpace):
     """The model space for images of `shape` (C, H, W), e.g. (1, 28, 28) or (3, 32, 32), with `num_classes` logits
-    and dropout before the head (see trial.nas_space.NasNet; widths are the space's own, width_mult 1)."""
+    and dropout before the head, every cell gated with `cell_gate` (see trial.nas_space.NasNet; widths are the
+    space's own, width_mult 1)."""
 
-    def __init__(self, shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, dropout: float = 0.0):
+    def __init__(self, shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, dropout: float = 0.0,
+                 cell_gate: bool = False):
         super().__init__()
-        build_into(self, SearchChoices(), tuple(shape), num_classes, dropout)
+        build_into(self, SearchChoices(), tuple(shape), num_classes, dropout, cell_gate)
 
     forward = NasNet.forward

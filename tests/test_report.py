@@ -14,7 +14,8 @@ import torch
 
 from experiments.results import export, report
 from experiments.results.evaluate import classification_metrics, export_model, load_checkpoint, predict_proba
-from experiments.results.retrain import finished_run, retrain
+from experiments.results.compare import welch
+from experiments.results.retrain import finished_run, retrain, summarise
 from tests import tiny_data
 from tests.nni_helpers import REPO, config_from, experiment_env, nnictl_path, running_experiment, write_config
 from trial import data as data_mod
@@ -290,12 +291,12 @@ def test_report_flags_a_model_whose_training_diverged():
                 "test": {"accuracy": accuracy, "macro_f1": 0.5, "roc_auc_ovr": 0.9}}
     groups = {"winner1_a": [run(0, 0.74, False), run(1, 0.75, False)],
               "baseline_nas": [run(0, 0.10, True), run(1, 0.10, True)]}
-    summary = {name: report.summarise(runs) for name, runs in groups.items()}
+    summary = {name: summarise(runs) for name, runs in groups.items()}
     assert summary["baseline_nas"]["diverged_seeds"] == [0, 1] and "nan" in summary["baseline_nas"]["diverged_error"]
     assert summary["winner1_a"]["diverged_seeds"] == [] and summary["winner1_a"]["diverged_error"] is None
     r = {"experiment_id": None, "winner_files": ["a.json"], "command": "python -m experiments.report", "smoke": False,
          "dataset": "cifar10", "protocol": "train_val", "epochs": 2, "seeds": [0, 1], "groups": summary,
-         "comparisons": {"baseline_nas": report.welch([0.74, 0.75], [0.10, 0.10])}}
+         "comparisons": {"baseline_nas": welch([0.74, 0.75], [0.10, 0.10])}}
     text = report.render(r, groups, {})
     assert "| baseline_nas | 0.1000 +- 0.0000 (DIVERGED: seeds 0, 1) |" in text
     assert "**baseline_nas diverged** in seeds [0, 1] (training loss became nan" in text
@@ -309,3 +310,66 @@ def test_winner_set_refuses_what_is_not_one_value_per_key(pairs, message, capsys
     with pytest.raises(SystemExit):
         report.main(["someid", "--winner-set", *pairs])
     assert message in capsys.readouterr().err
+
+
+def test_compare_sets_a_retrain_beside_a_report_and_refuses_another_protocol(tiny_root, tmp_path, capsys):
+    """A baseline retrained alone (experiments.results.retrain) against a report's winner whose checkpoints are gone:
+    compare reads both summary.json files, computes Welch's test over the per-seed accuracies, and refuses files
+    trained under another protocol, whatever key differs."""
+    from scipy import stats
+
+    from experiments.results import compare, retrain as retrain_mod
+    out = tmp_path / "resnet"
+    assert retrain_mod.main(["baselines/simple_cnn.json", "--dataset", "fmnist", "--smoke", "--seeds", "0", "1",
+                             "--out", str(out)]) == 0
+    alone = json.loads((out / "summary.json").read_text())
+    per_seed = [json.loads((out / f"seed{s}" / "test_metrics.json").read_text())["accuracy"] for s in (0, 1)]
+    assert alone["groups"]["baseline_simple_cnn"]["test_accuracies"] == per_seed
+    assert alone["test_accuracy_per_seed"] == {"baseline_simple_cnn": {"0": per_seed[0], "1": per_seed[1]}}
+    assert {k: alone[k] for k in ("dataset", "protocol", "epochs", "seeds", "smoke", "val_size", "split_seed")} == \
+        {"dataset": "fmnist", "protocol": "train_val", "epochs": 1, "seeds": [0, 1], "smoke": True, "val_size": 256,
+         "split_seed": 0}
+    assert alone["command"].startswith("python -m experiments.results.retrain baselines/simple_cnn.json")
+
+    winner = [0.93, 0.95]
+    group = {"test_accuracy_mean": float(np.mean(winner)), "test_accuracy_std": float(np.std(winner, ddof=1)),
+             "test_accuracies": winner, "params": 1000, "train_seconds_mean": 5.0, "diverged_seeds": []}
+
+    def write_report(name, **changed):
+        fields = {"dataset": "fmnist", "protocol": "train_val", "epochs": 1, "seeds": [0, 1], "smoke": True,
+                  "val_size": 256, "split_seed": 0, "groups": {"winner1_abc": group}, **changed}
+        path = tmp_path / name / "summary.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps({k: v for k, v in fields.items() if v is not None}))
+        return str(path)
+
+    md = tmp_path / "cmp" / "compare.md"
+    assert compare.main([write_report("report"), str(out / "summary.json"), "--out", str(md)]) == 0
+    result = json.loads(md.with_suffix(".json").read_text())
+    c = result["comparisons"]["baseline_simple_cnn"]
+    expected = stats.ttest_ind(winner, per_seed, equal_var=False)
+    assert result["reference"] == "winner1_abc" and c["diff"] == pytest.approx(np.mean(winner) - np.mean(per_seed))
+    assert c["p_value"] == pytest.approx(expected.pvalue)
+    assert c["ci95"] == pytest.approx(list(expected.confidence_interval(0.95)))
+    text = md.read_text()
+    assert "| winner1_abc | 0.9400 +- 0.0141 | 0.9300, 0.9500 |" in text and "winner1_abc minus baseline_simple_cnn" \
+        in text and result["notes"] == []
+    # the other way round, by name
+    assert compare.main([write_report("r2"), str(out / "summary.json"), "--reference", "baseline_simple_cnn"]) == 0
+    assert "baseline_simple_cnn minus winner1_abc" in capsys.readouterr().out
+    # a report written before the split keys were recorded: compared, and the report says what was not checked
+    assert compare.main([write_report("old", val_size=None, split_seed=None), str(out / "summary.json")]) == 0
+    assert "does not record val_size: not checked" in capsys.readouterr().out
+    for key, value in [("epochs", 2), ("seeds", [0, 2]), ("dataset", "mnist"), ("protocol", "early_stop"),
+                       ("val_size", 5000), ("split_seed", 1), ("smoke", False)]:
+        assert compare.main([write_report(f"bad_{key}", **{key: value}), str(out / "summary.json")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and f"has {key} = " in err and "bad_" in err and err.count("\n") == 1
+    twice = write_report("twice", groups={"baseline_simple_cnn": group})
+    assert compare.main([twice, str(out / "summary.json")]) == 2
+    assert "--name" in capsys.readouterr().err
+    assert compare.main([str(out / "summary.json"), "--reference", "nope"]) == 2
+    assert "no group 'nope'" in capsys.readouterr().err
+    (tmp_path / "not.json").write_text("{}")
+    assert compare.main([str(tmp_path / "not.json")]) == 2
+    assert "not a summary.json" in capsys.readouterr().err

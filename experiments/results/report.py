@@ -27,9 +27,10 @@ from trial import data as data_mod
 from trial.config import SMOKE, ConfigError, load_params_file, resolve
 
 from . import plots
+from .compare import welch
 from .evaluate import export_model
 from .export import experiment_dir, load_experiment, ranked_finished
-from .retrain import PROTOCOLS, protocol_data, protocol_overrides, retrain
+from .retrain import PROTOCOLS, protocol_data, protocol_overrides, retrain, summarise
 
 
 class ReportError(RuntimeError):
@@ -39,18 +40,6 @@ class ReportError(RuntimeError):
 # optimiser settings are tuned so the comparison is fair (nuisance); everything not searched is fixed.
 NUISANCE = {"learning_rate", "optimizer", "momentum", "weight_decay", "batch_size", "lr_schedule", "lr_patience",
             "lr_factor", "label_smoothing", "epochs", "TRIAL_BUDGET", "seed", "patience"}
-
-
-def welch(a: list[float], b: list[float]) -> dict:
-    """Difference of means with Welch's t-test and its 95% confidence interval (scipy)."""
-    from scipy import stats
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    out = {"diff": float(a.mean() - b.mean()), "p_value": float("nan"), "ci95": [float("nan"), float("nan")]}
-    if len(a) > 1 and len(b) > 1 and (a.std() > 0 or b.std() > 0):
-        test = stats.ttest_ind(a, b, equal_var=False)
-        ci = test.confidence_interval(0.95)
-        out.update(p_value=float(test.pvalue), ci95=[float(ci.low), float(ci.high)])
-    return out
 
 
 def study_parameters(profile: dict) -> dict:
@@ -71,21 +60,6 @@ def study_parameters(profile: dict) -> dict:
                      or (f"nni.nas strategy of {config.get('experimentName')}" if config.get("experimentType") == "nas"
                          else None),
             "assessor": (config.get("assessor") or {}).get("name")}
-
-
-def summarise(runs: list[dict]) -> dict:
-    """Test accuracy mean, std (ddof 1) and per seed, macro F1 and ROC AUC means, parameters, mean training seconds,
-    and the seeds whose training diverged (a non-finite loss: their test accuracy is that of a broken network, not
-    a result) with the harness's reason."""
-    acc = [r["test"]["accuracy"] for r in runs]
-    diverged = [r for r in runs if r["final"].get("diverged")]
-    return {"test_accuracy_mean": float(np.mean(acc)), "test_accuracy_std": float(np.std(acc, ddof=1)) if len(acc) > 1
-            else 0.0, "test_accuracies": acc, "macro_f1_mean": float(np.mean([r["test"]["macro_f1"] for r in runs])),
-            "roc_auc_mean": float(np.mean([r["test"]["roc_auc_ovr"] for r in runs])),
-            "params": runs[0]["final"]["params"],
-            "train_seconds_mean": float(np.mean([r["final"]["train_seconds"] for r in runs])),
-            "diverged_seeds": [r["seed"] for r in diverged],
-            "diverged_error": diverged[0]["final"].get("error", "training diverged") if diverged else None}
 
 
 def make_report(experiment_id: str | None, out: Path, root=None, top_k: int = 1, seeds=(0, 1, 2),
@@ -180,6 +154,7 @@ def make_report(experiment_id: str | None, out: Path, root=None, top_k: int = 1,
         "test_accuracy_per_seed": {name: dict(zip(map(str, seeds), g["test_accuracies"]))
                                    for name, g in summary.items()},
         "protocol": protocol, "seeds": list(seeds), "epochs": budget if epochs is None else epochs, "smoke": smoke,
+        "val_size": first.val_size, "split_seed": first.split_seed,
         "winner_set": winner_set,
         "groups": summary, "comparisons": comparisons, "importance": importance,
         "command": "python -m experiments.report " + " ".join(shlex.quote(a) for a in (argv or [experiment_id])),

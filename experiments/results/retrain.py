@@ -9,6 +9,10 @@ Each run writes its checkpoint and outputs under OUT/<name>/seed<k>/ and returns
 metrics (scikit-learn) and predictions, so the report needs nothing back from disk.
 
     python -m experiments.results.retrain baselines/deep_cnn.json --dataset fmnist --seeds 0 1 2 --epochs 15 --out runs/base
+
+The command line also writes OUT/summary.json: the protocol (dataset, protocol, epochs, seeds, val_size, split_seed)
+and the group's summary in a report's shape, so that experiments.results.compare can set it beside a report's winner
+retrained elsewhere under the same protocol.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import dataclasses
 import json
 import multiprocessing as mp
 import os
+import shlex
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -142,7 +147,23 @@ def _run_seed(params: dict, overrides: dict, seed: int, run_dir: Path, protocol:
             "test": metrics, "proba": proba, "model": model.cpu().eval()}
 
 
+def summarise(runs: list[dict]) -> dict:
+    """Test accuracy mean, std (ddof 1) and per seed, macro F1 and ROC AUC means, parameters, mean training seconds,
+    and the seeds whose training diverged (a non-finite loss: their test accuracy is that of a broken network, not
+    a result) with the harness's reason."""
+    acc = [r["test"]["accuracy"] for r in runs]
+    diverged = [r for r in runs if r["final"].get("diverged")]
+    return {"test_accuracy_mean": float(np.mean(acc)), "test_accuracy_std": float(np.std(acc, ddof=1)) if len(acc) > 1
+            else 0.0, "test_accuracies": acc, "macro_f1_mean": float(np.mean([r["test"]["macro_f1"] for r in runs])),
+            "roc_auc_mean": float(np.mean([r["test"]["roc_auc_ovr"] for r in runs])),
+            "params": runs[0]["final"]["params"],
+            "train_seconds_mean": float(np.mean([r["final"]["train_seconds"] for r in runs])),
+            "diverged_seeds": [r["seed"] for r in diverged],
+            "diverged_error": diverged[0]["final"].get("error", "training diverged") if diverged else None}
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("params", help="a params file (a baseline, or a winner's config.json)")
     p.add_argument("--dataset")
@@ -154,11 +175,24 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny subset, one epoch: for CI")
     p.add_argument("--jobs", type=int, default=1, help="seeds trained at once, in separate processes")
     p.add_argument("--out", default="runs/retrain")
+    p.add_argument("--name", help="the group's name in OUT/summary.json (default: the params file's name, e.g. "
+                                  "baseline_resnet for baselines/resnet.json, as a report names it)")
     args = p.parse_args(argv)
     params = load_params_file(args.params)
     extra = {**(SMOKE if args.smoke else {}), **({"dataset": args.dataset} if args.dataset else {})}
     runs = retrain(params, args.seeds, args.out, args.protocol, args.epochs, args.patience, extra, args.data_dir,
                    jobs=args.jobs)
+    name = args.name or f"baseline_{Path(args.params).stem}"
+    group = summarise(runs)
+    first = runs[0]["config"]
+    summary = {"dataset": first["dataset"], "protocol": args.protocol, "seeds": list(args.seeds),
+               "epochs": first["epochs"], "smoke": args.smoke, "val_size": first["val_size"],
+               "split_seed": first["split_seed"], "params_file": args.params,
+               "test_accuracy_per_seed": {name: dict(zip(map(str, args.seeds), group["test_accuracies"]))},
+               "groups": {name: group},
+               "command": "python -m experiments.results.retrain "
+                          + " ".join(map(shlex.quote, argv))}
+    (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accs = np.array([r["test"]["accuracy"] for r in runs])
     print(f"test accuracy over {len(runs)} seeds: {accs.mean():.4f} +- {accs.std(ddof=1) if len(accs) > 1 else 0:.4f}"
           f"  ({', '.join(f'{a:.4f}' for a in accs)})")

@@ -92,6 +92,18 @@ def compare(paths, reference: str | None = None) -> dict:
             "notes": notes}
 
 
+def accuracy_cells(group: dict) -> str:
+    """A group's test accuracy as two markdown table cells: mean +- std (flagged when seeds diverged) | per seed."""
+    flag = f" (DIVERGED: seeds {', '.join(map(str, d))})" if (d := group.get("diverged_seeds")) else ""
+    return (f"{group['test_accuracy_mean']:.4f} +- {group['test_accuracy_std']:.4f}{flag} | "
+            f"{', '.join(f'{a:.4f}' for a in group['test_accuracies'])}")
+
+
+def difference_text(c: dict) -> str:
+    """A welch() result as text: the difference in fractions of 1 with its 95% CI and p."""
+    return f"{c['diff']:+.4f} (95% CI {c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f}, Welch's t-test p = {c['p_value']:.3g})"
+
+
 def render(result: dict, command: str) -> str:
     """Markdown: the command, the protocol, a table of the groups and one line per comparison."""
     p = result["protocol"]
@@ -102,14 +114,11 @@ def render(result: dict, command: str) -> str:
              "| model | test accuracy (mean +- std) | runs | parameters | train s/run | from |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, g in result["groups"].items():
-        flag = f" (DIVERGED: seeds {', '.join(map(str, d))})" if (d := g.get("diverged_seeds")) else ""
-        lines.append(f"| {name} | {g['test_accuracy_mean']:.4f} +- {g['test_accuracy_std']:.4f}{flag} | "
-                     f"{', '.join(f'{a:.4f}' for a in g['test_accuracies'])} | {g['params']:,} | "
-                     f"{g['train_seconds_mean']:.0f} | `{g['file']}` |")
+        lines.append(f"| {name} | {accuracy_cells(g)} | {g['params']:,} | {g['train_seconds_mean']:.0f} | "
+                     f"`{g['file']}` |")
     lines.append("")
     for name, c in result["comparisons"].items():
-        lines.append(f"- {result['reference']} minus {name}: {c['diff']:+.4f} (95% CI {c['ci95'][0]:+.4f} to "
-                     f"{c['ci95'][1]:+.4f}, Welch's t-test p = {c['p_value']:.3g}).")
+        lines.append(f"- {result['reference']} minus {name}: {difference_text(c)}.")
     lines += [f"- Note: {n}." for n in result["notes"]]
     return "\n".join(lines) + "\n"
 

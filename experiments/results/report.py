@@ -27,7 +27,7 @@ from trial import data as data_mod
 from trial.config import SMOKE, ConfigError, load_params_file, resolve
 
 from . import plots
-from .compare import welch
+from .compare import accuracy_cells, difference_text, welch
 from .evaluate import export_model
 from .export import experiment_dir, load_experiment, ranked_finished
 from .retrain import PROTOCOLS, protocol_data, protocol_overrides, retrain, summarise
@@ -251,10 +251,8 @@ def render(r: dict, groups: dict, figures: dict) -> str:
               "| model | test accuracy (mean +- std) | runs | macro F1 | ROC AUC (ovr) | parameters | train s/run |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, g in r["groups"].items():
-        flag = f" (DIVERGED: seeds {', '.join(map(str, diverged))})" if (diverged := g.get("diverged_seeds")) else ""
-        lines.append(f"| {name} | {g['test_accuracy_mean']:.4f} +- {g['test_accuracy_std']:.4f}{flag} | "
-                     f"{', '.join(f'{a:.4f}' for a in g['test_accuracies'])} | {g['macro_f1_mean']:.4f} | "
-                     f"{g['roc_auc_mean']:.4f} | {g['params']:,} | {g['train_seconds_mean']:.0f} |")
+        lines.append(f"| {name} | {accuracy_cells(g)} | {g['macro_f1_mean']:.4f} | {g['roc_auc_mean']:.4f} | "
+                     f"{g['params']:,} | {g['train_seconds_mean']:.0f} |")
     lines.append("")
     for name, g in r["groups"].items():
         if g.get("diverged_seeds"):
@@ -263,8 +261,7 @@ def render(r: dict, groups: dict, figures: dict) -> str:
     for name, c in r["comparisons"].items():
         broken = [g for g in (next(iter(r["groups"])), name) if r["groups"][g].get("diverged_seeds")]
         caveat = f"; not a comparison of trained models: {' and '.join(broken)} diverged" if broken else ""
-        lines.append(f"- Winner minus {name}: {c['diff']:+.4f} (95% CI {c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f}, "
-                     f"Welch's t-test p = {c['p_value']:.3g}){caveat}.")
+        lines.append(f"- Winner minus {name}: {difference_text(c)}{caveat}.")
     lines += ["", "Per-run outputs (config, metrics per epoch, checkpoint, test metrics with per-class precision, "
               "recall and F1 and the confusion matrix) are under `runs/`; `runs.csv` lists every run.", "",
               "## Figures", ""]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from websockets.sync.client import connect     # websockets comes with nni
+from websockets.sync.client import connect  # websockets comes with nni
 
 from tests import tiny_data
 from tests.nni_helpers import REPO, config_from, experiment_env, nnictl_path, running_experiment, write_config

@@ -20,7 +20,6 @@ from trial import data
 from trial.data import DatasetError
 
 
-
 def _digits(n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, (n, 784)), np.arange(n) % 10

@@ -22,8 +22,15 @@ import pytest
 
 from experiments.results.export import load_experiment, nni_parameters
 from tests import tiny_data
-from tests.nni_helpers import (RunningExperiment, experiment_env, free_port, nnictl_path, processes_with, rest,
-                               wait_until)
+from tests.nni_helpers import (
+    RunningExperiment,
+    experiment_env,
+    free_port,
+    nnictl_path,
+    processes_with,
+    rest,
+    wait_until,
+)
 from trial import REPO
 from trial.config import load_arch_file, params_digest, resolve
 from trial.nas_space import check_arch

@@ -142,6 +142,7 @@ def test_darts_derivation_never_keeps_a_zero_op():
 def test_multitrial_filter_passes_live_architectures_only():
     pytest.importorskip("nni.nas.nn.pytorch", reason="nni.nas needs pytorch-lightning (requirements.txt)")
     from types import SimpleNamespace
+
     from experiments.nas.multitrial import is_live
     assert not is_live(SimpleNamespace(sample=dead_arch()))
     assert is_live(SimpleNamespace(sample=sample_arch(random.Random(0))))
@@ -150,6 +151,7 @@ def test_multitrial_filter_passes_live_architectures_only():
 def test_multitrial_filter_drops_a_network_submitted_before():
     pytest.importorskip("nni.nas.nn.pytorch", reason="nni.nas needs pytorch-lightning (requirements.txt)")
     from types import SimpleNamespace
+
     from experiments.nas.multitrial import Unseen
     arch = {**sample_arch(random.Random(0)), "s1_depth": 1, "s1_c1_op1": "conv_3x3"}
     unseen = Unseen()

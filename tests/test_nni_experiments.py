@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests import tiny_data
-from tests.nni_helpers import (config_from, experiment_env, nnictl_path, running_experiment, write_config)
+from tests.nni_helpers import config_from, experiment_env, nnictl_path, running_experiment, write_config
 from trial.config import params_digest
 
 pytestmark = [pytest.mark.nni,

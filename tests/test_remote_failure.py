@@ -22,8 +22,7 @@ import pytest
 
 from experiments.results import export
 from tests import sshd, tiny_data
-from tests.nni_helpers import (FINISHED, experiment_env, nnictl_path, running_experiment, wait_until,
-                               write_config)
+from tests.nni_helpers import FINISHED, experiment_env, nnictl_path, running_experiment, wait_until, write_config
 
 pytestmark = [pytest.mark.ssh, pytest.mark.nni,
               pytest.mark.skipif(sshd.available() is not None or nnictl_path() is None,

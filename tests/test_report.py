@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from experiments.results import export, report
-from experiments.results.evaluate import classification_metrics, export_model, load_checkpoint, predict_proba
 from experiments.results.compare import welch
+from experiments.results.evaluate import classification_metrics, export_model, load_checkpoint, predict_proba
 from experiments.results.retrain import finished_run, retrain, summarise
 from tests import tiny_data
 from tests.nni_helpers import REPO, config_from, experiment_env, nnictl_path, running_experiment, write_config
@@ -318,7 +318,8 @@ def test_compare_sets_a_retrain_beside_a_report_and_refuses_another_protocol(tin
     trained under another protocol, whatever key differs."""
     from scipy import stats
 
-    from experiments.results import compare, retrain as retrain_mod
+    from experiments.results import compare
+    from experiments.results import retrain as retrain_mod
     out = tmp_path / "resnet"
     assert retrain_mod.main(["baselines/simple_cnn.json", "--dataset", "fmnist", "--smoke", "--seeds", "0", "1",
                              "--out", str(out)]) == 0

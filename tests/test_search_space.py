@@ -15,7 +15,6 @@ from tests.conftest import FIELD_CASES, REPO, needs_field_cases
 from tests.test_trial_cli import run_trial
 from trial.search_space import SearchSpaceError, sample, validate
 
-
 # name -> (space, accepted?). Refused: what NNI's validation rejects or its tuners crash on; accepted: what both take,
 # and the choice of plain dicts (field case c01) that the validation logs against but the tuners draw as values.
 SPACES = {

@@ -29,8 +29,15 @@ import yaml
 from experiments.launch import remote as launch
 from experiments.launch import secure
 from tests import sshd, tiny_data
-from tests.nni_helpers import (REPO, config_from, experiment_env, nnictl_path, running_experiment, wait_until,
-                               write_config)
+from tests.nni_helpers import (
+    REPO,
+    config_from,
+    experiment_env,
+    nnictl_path,
+    running_experiment,
+    wait_until,
+    write_config,
+)
 
 pytestmark = [pytest.mark.nni, pytest.mark.netns,
               pytest.mark.skipif(nnictl_path() is None, reason="nnictl is not installed (pip install -r requirements.txt)")]

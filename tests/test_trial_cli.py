@@ -16,10 +16,10 @@ import torch
 from tests.conftest import FIELD_CASES, REPO, needs_field_cases
 from trial import data
 from trial.config import load_params_file, resolve
-from trial.model import build_model
-from trial.search_space import sample_file
-from trial.optim import LOSSES
 from trial.inference import evaluate
+from trial.model import build_model
+from trial.optim import LOSSES
+from trial.search_space import sample_file
 
 OUTPUTS = ("config.json", "metrics.jsonl", "final.json", "best.pt", "trial.json")
 
@@ -148,6 +148,7 @@ def test_early_stopping(tiny_root, tmp_path):
 def test_compiled_training_saves_plain_weights(tiny_root, tmp_path):
     """--compile true trains through torch.compile and still writes a checkpoint the plain model loads."""
     import torch
+
     from trial.config import resolve
     from trial.model import build_model
     from trial.train import train
@@ -208,6 +209,7 @@ def test_out_of_memory_is_one_line_naming_batch_size_and_parameters(tiny_root, m
     """The GPU's out-of-memory error, raised for real by torch's own exception type from inside the model's forward
     pass on the first batch (no GPU here to exhaust): the run ends with a ConfigError of one line."""
     import torch
+
     from trial import train as train_mod
     from trial.config import ConfigError
     real_build = train_mod.build_model

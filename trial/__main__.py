@@ -21,8 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import (FIELDS, SMOKE, ConfigError, flatten_params, load_arch_file, load_params_file, params_digest,
-                     resolve)
+from .config import FIELDS, SMOKE, ConfigError, flatten_params, load_arch_file, load_params_file, params_digest, resolve
 from .data import DatasetError
 from .nas_space import describe
 from .resume import resume_path

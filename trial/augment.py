@@ -11,7 +11,8 @@ examples; pad-4 crop and flip as in He et al. 2016, "Deep Residual Learning", fo
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F

@@ -19,9 +19,10 @@ import dataclasses
 import hashlib
 import json
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from .augment import AUGMENTATIONS
 from .data import INFO
@@ -60,7 +61,7 @@ class TrialConfig:
     family: str = "plain"             # a key of trial.model.FAMILIES: "plain" stack, "residual" (He et al. 2016),
                                       # "airbench" (whitening stem, conv-pool-norm-activation groups; airbench94),
                                       # "nas" (the cells nas_arch chooses; trial/nas_space.py)
-    nas_arch: Optional[dict] = None   # nas: labels -> chosen candidates (trial/nas_space.py), or in a params file or
+    nas_arch: dict | None = None   # nas: labels -> chosen candidates (trial/nas_space.py), or in a params file or
                                       # flag the path of a JSON file holding them (an architecture search's output)
     nas_cell_gate: bool = False       # nas: each cell's output x + g * cell(x), g a learnable scalar per cell from 0
                                       # (ReZero, Bachlechner et al. 2020); the one-shot search's supernet needs it

@@ -25,9 +25,9 @@ import os
 import pickle
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -492,7 +492,7 @@ def denormalise(x: torch.Tensor, ds: DatasetInfo) -> torch.Tensor:
     return (x.float() * norm.std + norm.mean).round().clamp(0, 255).to(torch.uint8).cpu()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def background_fill(ds: DatasetInfo, device: torch.device | str = "cpu") -> torch.Tensor:
     """The normalised value of the dataset's background pixel, float32 [C]: what augmentation fills with (computed
     once per dataset and device)."""

@@ -8,7 +8,7 @@ each image and changes only how a trained model is scored, never the training da
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -10,7 +10,8 @@ against their keys, so a name added here is a name the config accepts.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -78,7 +79,7 @@ class Schedule:
 
 
 # (optimizer, config, total training steps) -> Schedule
-SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, "TrialConfig", int], Schedule]] = {
+SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, TrialConfig, int], Schedule]] = {
     "plateau": lambda opt, c, total: Schedule(torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, "max", factor=c.lr_factor, patience=c.lr_patience)),
     "cosine": lambda opt, c, total: Schedule(torch.optim.lr_scheduler.CosineAnnealingLR(opt, total), per_batch=True),
@@ -94,7 +95,7 @@ SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, "TrialConfig", int], Sched
 }
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (logits [N, K], int64 labels [N]) -> scalar float32
-LOSSES: dict[str, Callable[["TrialConfig"], Loss]] = {
+LOSSES: dict[str, Callable[[TrialConfig], Loss]] = {
     "cross_entropy": lambda c: lambda logits, y: F.cross_entropy(logits.float(), y,
                                                                  label_smoothing=c.label_smoothing),
     # MSE between softmax outputs and one-hot targets, as in the activation x loss study this project grew from

@@ -18,9 +18,9 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -283,7 +283,7 @@ def save_run(out: Path, cfg: TrialConfig, history: list[dict], final: dict, stat
 
 def _process_start() -> float:
     try:
-        import psutil   # installed with nni; absent on a bare GPU box, where the module import time stands in
+        import psutil  # installed with nni; absent on a bare GPU box, where the module import time stands in
         return psutil.Process().create_time()
     except ImportError:
         return _IMPORTED_AT

@@ -82,10 +82,13 @@ def _algorithm(spec, base: Path, kind: str):
     manager itself and cannot be built outside it) comes back as its class, its classArgs bound to its signature."""
     import importlib
     import inspect
+
     from nni.runtime.msg_dispatcher_base import MsgDispatcherBase
-    from nni.tools.package_utils.tuner_factory import (create_builtin_class_instance,
-                                                       create_customized_class_instance,
-                                                       get_builtin_module_class_name)
+    from nni.tools.package_utils.tuner_factory import (
+        create_builtin_class_instance,
+        create_customized_class_instance,
+        get_builtin_module_class_name,
+    )
     args = spec.get("classArgs") or {}
     saved = list(sys.path)
     try:

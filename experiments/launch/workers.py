@@ -37,6 +37,7 @@ from trial import REPO
 from trial.data import INFO
 
 from .remote import LaunchError, load_workers
+
 MIN_FREE_GB = 2.0
 PREPARE_TIMEOUT = 1800      # seconds per worker: a first install downloads torch
 # Run by the worker's Python: standard library only, and it must not fail where torch or nni are missing.

@@ -33,7 +33,8 @@ from pathlib import Path
 
 from trial import REPO
 from trial import data as data_mod
-from trial.__main__ import cli_overrides, parse_args as trial_args
+from trial.__main__ import cli_overrides
+from trial.__main__ import parse_args as trial_args
 from trial.config import SMOKE, ConfigError, load_arch_file, load_params_file, normalize, resolve, save_arch_file
 from trial.nas_space import ArchError, check_arch, describe, sample_arch
 
@@ -119,7 +120,7 @@ def run(dataset: str, strategy: str, trials: int, duration: str, port: int, tria
     from experiments.launch import secure
     from experiments.results.export import load_experiment, ranked_finished
 
-    from . import multitrial   # `evaluate` by its module path: run as __main__, NNI would pickle it by value
+    from . import multitrial  # `evaluate` by its module path: run as __main__, NNI would pickle it by value
     from .space import NasSpace
     workdir = str(Path(workdir).resolve()) if workdir else None
     if Path.cwd().resolve() != REPO.resolve():

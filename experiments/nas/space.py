@@ -14,8 +14,15 @@ from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 
 import nni
-from nni.nas.nn.pytorch import (InputChoice, LayerChoice, ModelSpace, MutableBatchNorm2d, MutableConv2d,
-                                MutableLinear, Repeat)
+from nni.nas.nn.pytorch import (
+    InputChoice,
+    LayerChoice,
+    ModelSpace,
+    MutableBatchNorm2d,
+    MutableConv2d,
+    MutableLinear,
+    Repeat,
+)
 from torch import nn
 
 from trial.nas_space import NasNet, build_into

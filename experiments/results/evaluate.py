@@ -16,8 +16,8 @@ from torch import nn
 
 from trial import data as data_mod
 from trial.config import TrialConfig, resolve
-from trial.model import build_model
 from trial.inference import infer
+from trial.model import build_model
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, TrialConfig]:
@@ -41,7 +41,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, class_names) -
     """scikit-learn's metrics for labels y_true, int [N], and probabilities proba, float [N, K]: accuracy, macro
     precision/recall/F1, one-vs-rest ROC AUC (NaN when a class is absent from y_true), per-class precision, recall,
     F1 and support, and the confusion matrix (rows: true class)."""
-    from sklearn.metrics import (accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score)
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
     y_pred = proba.argmax(1)
     labels = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)

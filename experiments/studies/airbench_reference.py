@@ -184,7 +184,7 @@ class CifarLoader:
 
         self.aug = aug or {}
         for k in self.aug.keys():
-            assert k in ['flip', 'translate'], 'Unrecognized key: %s' % k
+            assert k in ['flip', 'translate'], f'Unrecognized key: {k}'
 
         self.batch_size = batch_size
         self.drop_last = train if drop_last is None else drop_last

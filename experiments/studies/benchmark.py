@@ -43,8 +43,8 @@ from trial.augment import augment, training_transform
 from trial.averaging import weight_average
 from trial.config import load_params_file, resolve
 from trial.model import build_model, count_parameters
-from trial.optim import LOSSES, OPTIMIZERS, SCHEDULES, param_groups
 from trial.networks import AirbenchNet
+from trial.optim import LOSSES, OPTIMIZERS, SCHEDULES, param_groups
 from trial.train import WHITENING_IMAGES, batches, bf16_supported, pick_device, steps_per_epoch, train, train_epoch
 
 from ..launch import local

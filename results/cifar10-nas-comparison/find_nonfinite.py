@@ -8,12 +8,16 @@ What it showed (2026-12-01, before the fix of trial.nas_space.Float32DilatedConv
 non-finite value, but the loss stayed at 2.30 (chance) throughout, where float32 trains; that led to op_bf16_check.py,
 which found the wrong weight gradient of the dilated depthwise convs.
 """
-import sys, time, torch
+import sys
+import time
+
+import torch
+
 from trial import data as data_mod
 from trial.config import load_arch_file, resolve
 from trial.model import build_model
 from trial.optim import LOSSES, OPTIMIZERS, SCHEDULES, param_groups
-from trial.train import batches, training_transform, steps_per_epoch
+from trial.train import batches, steps_per_epoch, training_transform
 
 amp = (sys.argv[1] if len(sys.argv) > 1 else "amp") == "amp"
 steps = int(sys.argv[2]) if len(sys.argv) > 2 else 400

@@ -14,6 +14,7 @@ tensors contiguous: 0.003). The dil_conv ops now run that conv in float32 on the
 0.006-0.008, like conv_3x3's (sep_conv's stays 0.08-0.10, from bfloat16 through its two depthwise units and BN).
 """
 import torch
+
 from trial.nas_space import OPS, FixedChoices
 
 torch.manual_seed(0)

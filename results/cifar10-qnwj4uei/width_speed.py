@@ -6,9 +6,12 @@ steps only: no data loading, augmentation or evaluation, which `train()` adds.
     PYTHONPATH=. python results/cifar10-qnwj4uei/width_speed.py
 """
 import time
+
 import torch
-from trial.config import resolve, load_params_file
+
+from trial.config import load_params_file, resolve
 from trial.model import build_model
+
 torch.set_num_threads(2)
 p = load_params_file("baselines/airbench_cifar10.json")
 for w in (0.5, 0.75, 1.0):

@@ -7,14 +7,22 @@ images, the path fixed or partly redrawn each step; prints step, loss, batch acc
           shape (widths and depths), nozero (every label, no zero op), convonly (ops among the 6 convs),
           conv3 (ops among conv 3x3 and 5x5); cellnorm: each cell's output batch-normalised (no parameters)
 """
-import random, sys, time, torch, torch.nn.functional as F
+import random
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
 torch.set_num_threads(1)
-from nni.nas.strategy import RandomOneShot
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+from nni.nas.strategy import RandomOneShot
+
+import trial.nas_space as ns
 from experiments.nas.space import NasSpace
 from trial import data as data_mod
-from trial.nas_space import sample_arch, NasNet
-import trial.nas_space as ns
+from trial.nas_space import sample_arch
+
 if len(sys.argv) > 3 and sys.argv[3] == "cellnorm":
     _fwd = ns.Cell.forward
     ns.Cell.forward = lambda self, x: F.batch_norm(_fwd(self, x), None, None, training=True)

@@ -15,15 +15,21 @@ batch accuracy of each window of 25 steps, and seconds. Each mode changes one th
                   clipped at 5, label smoothing 0.1 (DARTS' search and SPOS' supernet training)
           all     rezero + tied + sgd
 """
-import random, sys, time
-import torch, torch.nn.functional as F
+import random
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
 from torch import nn
+
 torch.set_num_threads(1)
-from nni.nas.strategy import RandomOneShot
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+from nni.nas.strategy import RandomOneShot
+
+import trial.nas_space as ns
 from experiments.nas.space import NasSpace
 from trial import data as data_mod
-import trial.nas_space as ns
 
 mode, steps = sys.argv[1], int(sys.argv[2])
 rezero, tied, sgd = mode in ("rezero", "all"), mode in ("tied", "all"), mode in ("sgd", "all")

@@ -1,6 +1,10 @@
-import sys, torch, numpy as np
+import sys
+
+import torch
+
 from experiments.results.evaluate import load_checkpoint, predict_proba
 from trial import data as data_mod
+
 torch.set_num_threads(2)
 for d in sys.argv[1:]:
     model, cfg = load_checkpoint(d + "/best.pt")

@@ -306,7 +306,7 @@ def test_exported_architecture_round_trips(shape, seed, cell_gate, tmp_path):
 
 def test_dilated_convs_run_in_float32_under_cpu_bfloat16_autocast():
     """torch 2.14.1's CPU bfloat16 kernel gets the weight gradient of a dilated depthwise conv on 32x32 channels-last
-    maps wrong (relative error 1.2-1.8: results/cifar10-nas-comparison/op_bf16_check.py); the dil_conv ops of a NasNet
+    maps wrong (relative error 1.2-1.8: python -m experiments.studies.bf16_ops); the dil_conv ops of a NasNet
     use nas_space.Float32DilatedConv2d, which computes them in float32 there, gradients included."""
     arch = {label: ("dil_conv_5x5" if nas_space.is_op(label) else choice)
             for label, choice in sample_arch(random.Random(0)).items()}

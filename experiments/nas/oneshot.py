@@ -28,7 +28,7 @@ architecture trains from scratch afterwards.
 
 Every cell of the supernet is gated (x + g * cell(x), g from 0: trial.nas_space's `cell_gate`, ReZero) unless
 --no-cell-gate: without the gate RandomOneShot's supernet stayed at chance on Fashion-MNIST here
-(results/fmnist-nas-comparison/oneshot_controls2.py). The architecture file then carries `nas_cell_gate: true`, so the
+(results/fmnist-nas-comparison/README.md). The architecture file then carries `nas_cell_gate: true`, so the
 chosen network retrains with the gates it was searched with.
 """
 from __future__ import annotations

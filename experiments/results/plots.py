@@ -182,3 +182,35 @@ def misclassified(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, cl
         ax.set_title(f"pred {classes[y_pred[i]]}\ntrue {classes[y_true[i]]}", fontsize=7)
     fig.suptitle(f"Misclassified test images ({len(np.flatnonzero(y_true != y_pred))} in all, first {len(wrong)})")
     return _save(fig, path)
+
+
+def winner_vs_hand_design(rows: list[dict], path: Path) -> Path:
+    """One panel per row of experiments.results.overview: the searched winner and the strongest hand design under the
+    report's protocol, mean +- std over seeds (dots: the seeds), the dataset's bar as a dashed line where it has a
+    number, and winner minus hand design with its 95% CI (Welch) under the panel."""
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 4.4), squeeze=False)
+    for ax, r in zip(axes[0], rows):
+        accs = [r["winner_accuracies"], r["hand_accuracies"]]
+        means = [float(np.mean(a)) for a in accs]
+        stds = [float(np.std(a, ddof=1)) if len(a) > 1 else 0.0 for a in accs]
+        ax.bar([0, 1], means, yerr=stds, capsize=6, color=["C0", "C1"], width=0.6)
+        for i, a in enumerate(accs):
+            ax.scatter([i] * len(a), a, color="k", s=10, zorder=3)
+        values = [v for a in accs for v in a]
+        if r.get("bar") is not None:
+            ax.axhline(r["bar"], color="C3", linestyle="--", linewidth=1)
+            ax.text(0.02, 0.98, f"dashed: the bar, {100 * r['bar']:.1f}%", color="C3", fontsize=7,
+                    transform=ax.transAxes, va="top")
+            values.append(r["bar"])
+        span = max(max(values) - min(values), 0.002)
+        ax.set_ylim(min(values) - 0.6 * span, max(values) + 0.4 * span)
+        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=2 if span < 0.01 else 1))
+        ax.set_xticks([0, 1], [f"searched\n{r['winner']}", f"hand design\n{r['hand']}"], fontsize=7)
+        ax.set_xlim(-0.6, 1.6)
+        ci = r["ci95"]
+        ax.set_title(f"{r['dataset_name']} ({r['report']}, {r['epochs']} epochs)", fontsize=9)
+        ax.set_xlabel(f"winner - hand: {100 * r['diff']:+.2f} points\n(95% CI {100 * ci[0]:+.2f} to "
+                      f"{100 * ci[1]:+.2f}, p = {r['p_value']:.2g})", fontsize=8)
+    axes[0][0].set_ylabel("test accuracy, mean +- std over seeds")
+    fig.suptitle("Searched winner vs the strongest hand design, same protocol")
+    return _save(fig, path)

@@ -30,6 +30,10 @@ from experiments.launch.check import dispatcher_error
 from experiments.results.export import END_STATES as FINISHED
 from trial import REPO
 
+# the experiment statuses after which its tuner sends no more trials (NNI 3.0's nnimanager: a grid search that has run
+# out stays in TUNER_NO_MORE_TRIAL; maxTrialNumber reached gives NO_MORE_TRIAL, then DONE)
+NO_MORE = ("TUNER_NO_MORE_TRIAL", "NO_MORE_TRIAL", "DONE")
+
 
 def nnictl_path() -> str | None:
     """The nnictl beside this interpreter (the project's virtualenv), else the one on PATH."""
@@ -144,19 +148,19 @@ class RunningExperiment:
         if status.get("status") == "ERROR" or status.get("errors") or tuner_died:
             raise AssertionError(f"experiment {self.id} failed: {status}\n{self.logs()}")
 
-    def wait_for_trials(self, count: int, timeout: float, settle: float = 0.0) -> list[dict]:
-        """Wait until `count` trials exist and all of them have finished; returns them."""
+    def wait_for_trials(self, count: int, timeout: float, tuner_done: bool = False) -> list[dict]:
+        """Wait until `count` trials exist and all of them have finished; returns them. With `tuner_done`, wait too
+        for the tuner to have said it has no more (status TUNER_NO_MORE_TRIAL, or the end of the experiment): every
+        trial it will ever ask for then exists, and the caller's count of them is final."""
         def done():
             self.check_healthy()
+            over = not tuner_done or self.status()["status"] in NO_MORE
             trials = self.trials()
-            if len(trials) >= count and all(t["status"] in FINISHED for t in trials):
+            if over and len(trials) >= count and all(t["status"] in FINISHED for t in trials):
                 return trials
             return None
-        trials = wait_until(done, timeout, what=f"{count} finished trials in experiment {self.id}")
-        if settle:
-            time.sleep(settle)     # would the tuner start more? the caller checks the count again
-            trials = self.trials()
-        return trials
+        return wait_until(done, timeout, what=f"{count} finished trials in experiment {self.id}"
+                          + (" and its tuner done" if tuner_done else ""))
 
     def trial_dir(self, trial: dict) -> Path:
         """A trial's folder (NNI_OUTPUT_DIR, where the trial writes trial.json): its REST `logPath`."""
@@ -271,3 +275,12 @@ def running_experiment(config_path: Path, env: dict[str, str], port: int | None 
     except TimeoutError:
         raise AssertionError(f"processes of experiment {exp_id} still run after `nnictl stop`: "
                              f"{processes_with(marker)}") from None
+
+
+def bare_python(folder: Path) -> Path:
+    """The interpreter of a virtualenv without packages (no torch, no nni) in `folder`, made once (no pip: fast)."""
+    python = folder / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, capture_output=True,
+                       timeout=120)
+    return python

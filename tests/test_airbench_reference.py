@@ -1,7 +1,7 @@
 """The airbench94 CPU reference (experiments/studies/airbench_reference.py) runs end to end on tiny random data.
 
-A few hundred random CIFAR-shaped uint8 images, width 0.25, half an epoch with a small batch so that several
-optimiser steps, a lookahead (EMA) update and the final EMA copy all happen. Takes a few seconds on one core.
+A couple of hundred random CIFAR-shaped uint8 images, width 0.25, half an epoch with a small batch so that several
+optimiser steps, a lookahead (EMA) update and the final EMA copy all happen. Takes a second or two on one core.
 
     .venv/bin/python -m pytest -q tests/test_airbench_reference.py -p no:cacheprovider
 """
@@ -24,14 +24,14 @@ def tiny_split(n: int, seed: int):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("bf16", [False, True])
-def test_train_reference_runs_on_tiny_data(bf16):
-    train_x, train_y = tiny_split(384, 0)
-    test_x, test_y = tiny_split(200, 1)
+def test_train_reference_runs_on_tiny_data(bf16, torch_one_thread):
+    train_x, train_y = tiny_split(192, 0)
+    test_x, test_y = tiny_split(64, 1)
     lines = []
     r = ar.train_reference(train_x, train_y, test_x, test_y, epochs=0.5, width_mult=0.25, seed=0,
-                           batch_size=32, bf16=bf16, log=lines.append)
-    assert r["bf16"] is bf16
-    # 384 // 32 = 12 steps per epoch, half an epoch -> 6 steps: one lookahead update at step 5, one final copy.
+                           batch_size=16, bf16=bf16, log=lines.append)
+    assert r["bf16"] is bf16 and (r["n_train"], r["n_test"], r["batch_size"]) == (192, 64, 16)
+    # 192 // 16 = 12 steps per epoch, half an epoch -> 6 steps: one lookahead update at step 5, one final copy.
     assert r["total_train_steps"] == 6
     assert r["lookahead_updates"] == 2
     assert r["widths"] == {"block1": 16, "block2": 64, "block3": 64}

@@ -8,8 +8,7 @@ import json
 
 import pytest
 
-import trial.__main__ as entry
-from trial import config
+from trial import adapter, config
 from trial.config import ConfigError, resolve
 from trial.train import TrainResult
 
@@ -22,9 +21,9 @@ def run_main(monkeypatch, tmp_path, argv):
         seen["cfg"] = cfg
         return TrainResult(None, {"default": 0.5, "best_val_accuracy": 0.5, "best_epoch": 1, "epochs_run": 1,
                                   "params": 10, "train_seconds": 0.1, "device": "cpu", "diverged": False}, [], cfg)
-    monkeypatch.setattr(entry, "train", fake_train)
+    monkeypatch.setattr(adapter, "train", fake_train)
     monkeypatch.delenv("NNI_PLATFORM", raising=False)
-    assert entry.main([*argv, "--output-dir", str(tmp_path / "out")]) == 0
+    assert adapter.main([*argv, "--output-dir", str(tmp_path / "out")]) == 0
     return seen["cfg"]
 
 

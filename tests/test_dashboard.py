@@ -42,14 +42,16 @@ pytestmark = [
 ARTIFACTS = Path(os.environ.get("CNNSEARCH_TEST_ARTIFACTS", REPO / "test-artifacts")) / "dashboard"
 EPOCHS = 3
 
-# the series the page's echarts charts draw, found through React's fiber of each chart element (echarts-for-react)
-CHART_SERIES = """(() => Array.from(document.querySelectorAll('[_echarts_instance_]')).map(el => {
+# the page's visible echarts instances, found through React's fiber of each chart element (echarts-for-react)
+CHARTS = """Array.from(document.querySelectorAll('[_echarts_instance_]')).map(el => {
     const key = Object.keys(el).find(k => k.startsWith('__reactFiber'));
     let fiber = key && el[key];
     while (fiber && !(fiber.stateNode && fiber.stateNode.getEchartsInstance)) fiber = fiber.return;
-    if (!fiber || el.offsetWidth === 0) return null;
-    return (fiber.stateNode.getEchartsInstance().getOption().series || []).map(s => [s.name, s.data]);
-}).filter(Boolean))()"""
+    return fiber && el.offsetWidth !== 0 ? fiber.stateNode.getEchartsInstance() : null;
+}).filter(Boolean)"""
+# the series they draw, and whether they are still (zrender's animation loop has no animator left: the lines are in)
+CHART_SERIES = f"(() => ({CHARTS}).map(chart => (chart.getOption().series || []).map(s => [s.name, s.data])))()"
+CHARTS_STILL = f"(() => ({CHARTS}).every(chart => chart.getZr().animation.isFinished()))()"
 TABLE_ROWS = "Array.from(document.querySelectorAll('.ms-DetailsRow')).map(row => row.innerText)"
 CLICK_TAB = """(() => { const tab = Array.from(document.querySelectorAll('[role=tab]'))
     .find(t => t.innerText.includes(%s)); if (tab) tab.click(); return Boolean(tab); })()"""
@@ -177,7 +179,7 @@ def test_the_dashboard_shows_the_trials_and_their_metrics(tmp_path):
             rows = page.evaluate(TABLE_ROWS)
             assert page.evaluate(CLICK_TAB % json.dumps("Intermediate result")), "no 'Intermediate result' tab"
             series = page.wait_for(CHART_SERIES, 30, "the intermediate-result chart")
-            time.sleep(1.0)                                       # echarts animates the lines in
+            page.wait_for(CHARTS_STILL, 30, "the chart's lines animated in")
             shot = base64.b64decode(page.call("Page.captureScreenshot", format="png")["data"])
             text = page.evaluate("document.body.innerText")
             page.call("Network.disable")

@@ -15,7 +15,7 @@ import pytest
 
 from tests import tiny_data
 from tests.conftest import FIELD_CASES, needs_field_cases
-from tests.test_trial_cli import read_run, run_trial
+from tests.test_trial_cli import call_trial, read_run
 from trial import data
 from trial.data import DatasetError
 
@@ -59,8 +59,8 @@ def test_field_case_label_in_the_last_column(isolated_env, tmp_path, case):
     assert np.array_equal(splits.train_y.numpy(), truth) and len(np.unique(truth)) == 10
     assert splits.train_x.shape == (len(truth), 1, 28, 28)
     out = tmp_path / "out"
-    proc = run_trial("--data-dir", root, "--dataset", "mnist", "--val_size", 100, "--epochs", 1, "--batch_size", 64,
-                     "--output-dir", out)
+    proc = call_trial("--data-dir", root, "--dataset", "mnist", "--val_size", 100, "--epochs", 1, "--batch_size", 64,
+                      "--output-dir", out)
     assert proc.returncode == 0, proc.stderr
     final, _ = read_run(out)
     assert final["test_accuracy"] < 0.99 and final["best_val_accuracy"] < 0.99     # no free answer any more
@@ -182,8 +182,8 @@ def test_the_trial_says_it_in_one_line(isolated_env, tmp_path):
     x, y = _digits(120)
     folder = tmp_path / "bad" / "MNIST"
     _write(folder, "train.csv", None, text=_frame(x / 255.0, y).to_csv(index=False))
-    proc = run_trial("--data-dir", tmp_path / "bad", "--dataset", "mnist", "--val_size", 20, "--output-dir",
-                     tmp_path / "out")
+    proc = call_trial("--data-dir", tmp_path / "bad", "--dataset", "mnist", "--val_size", 20, "--output-dir",
+                      tmp_path / "out")
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "train.csv" in lines[0] and "0..255" in lines[0], proc.stderr

@@ -23,7 +23,7 @@ from trial import REPO
 
 pytestmark = [pytest.mark.nni, pytest.mark.skipif(nnictl_path() is None, reason="nnictl is not installed")]
 TRIALS = 5
-COMMAND = ("python -m trial --dataset mnist --epochs 1 --train_subset 256 --val_size 128 --batch_size 64 "
+COMMAND = ("python -m trial --dataset mnist --epochs 1 --train_subset 256 --val_size 128 "
            "--threads 1")
 
 

@@ -11,14 +11,49 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import torch
 
 from tests import tiny_data
 from tests.conftest import REPO
 from tests.nni_helpers import wait_until
+from tests.test_trial_cli import call_trial
 from trial import data
+
+# the second decoder: data.load as it is, with the lock it takes saying on stderr when it finds the lock held and waits
+WAITS = textwrap.dedent("""
+    import sys
+    import filelock
+    from trial import data
+    class SaysWhenItWaits(filelock.FileLock):
+        def acquire(self, *args, **kwargs):
+            try:
+                return super().acquire(blocking=False)
+            except filelock.Timeout:
+                print("waiting on the lock", file=sys.stderr, flush=True)
+            return super().acquire(*args, **kwargs)
+    filelock.FileLock = SaysWhenItWaits
+    print(len(data.load("mnist", {root!r}).train_x))
+""")
+
+# a trial that stops a few steps into epoch 2 (its state after epoch 1 saved), says so in a file and waits to be killed
+STALLS_IN_EPOCH_2 = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import trial.train
+    from trial.adapter import main
+    marker, argv = Path(sys.argv[1]), sys.argv[2:]
+    real_batches, epochs = trial.train.batches, []
+    def batches(*args, **kwargs):
+        epochs.append(len(epochs) + 1)
+        for step, batch in enumerate(real_batches(*args, **kwargs), 1):
+            if epochs[-1] == 2 and step == 4:
+                marker.write_text("epoch 2, 3 steps trained")
+                time.sleep(600)
+            yield batch
+    trial.train.batches = batches
+    sys.exit(main(argv))
+""")
 
 
 def test_a_decoder_killed_mid_write_leaves_no_corrupt_cache(isolated_env, tmp_path):
@@ -44,10 +79,11 @@ def test_a_decoder_killed_mid_write_leaves_no_corrupt_cache(isolated_env, tmp_pa
     first = subprocess.Popen([sys.executable, "-c", stalls], env=env, cwd=REPO)
     try:
         tmp = wait_until(lambda: list((isolated_env / "cache").glob("mnist-*.tmp*")), 120, 0.05, "the half-written file")
-        second = subprocess.Popen([sys.executable, "-c", f"from trial import data; print(len(data.load('mnist', "
-                                                        f"{str(root)!r}).train_x))"],
-                                  env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
-        time.sleep(1.0)                  # the second now waits on the lock the first holds
+        with open(tmp_path / "second.err", "w") as err:
+            second = subprocess.Popen([sys.executable, "-c", WAITS.format(root=str(root))], env=env, cwd=REPO,
+                                      stdout=subprocess.PIPE, stderr=err, text=True)
+        wait_until(lambda: "waiting on the lock" in (tmp_path / "second.err").read_text(), 120, 0.05,
+                   "the second decoder to wait on the lock the first holds")
         assert second.poll() is None
         os.kill(first.pid, signal.SIGKILL)
         out, _ = second.communicate(timeout=120)
@@ -64,32 +100,37 @@ def test_a_decoder_killed_mid_write_leaves_no_corrupt_cache(isolated_env, tmp_pa
 
 
 def test_a_trial_killed_mid_epoch_leaves_nothing_corrupt_and_the_next_run_resumes(isolated_env, tmp_path):
-    """`python -m trial --resume` saves its state after every epoch; killed with SIGKILL in the middle of epoch 2, it
-    leaves the state of epoch 1 whole (written to a temporary file, then renamed), no half-written outputs, a cache
-    that loads; the same command then resumes from epoch 1 and finishes."""
+    """`python -m trial --resume` saves its state after every epoch; killed with SIGKILL in the middle of epoch 2 (a
+    few optimiser steps into it: the process stalls there and says so, so the kill never comes too late), it leaves
+    the state of epoch 1 whole (written to a temporary file, then renamed), no half-written outputs, a cache that
+    loads; the same command then resumes from epoch 1 and finishes."""
     root = isolated_env / "data"
-    tiny_data.write_idx_dataset(root, "MNIST", n_train=3000, n_test=100)
-    out, resume_dir = tmp_path / "out", tmp_path / "resume"
-    command = [sys.executable, "-m", "trial", "--dataset", "mnist", "--data-dir", str(root), "--val_size", "200",
-               "--epochs", "3", "--filters", "32", "--batch_size", "32", "--lr_schedule", "constant", "--resume",
-               "--resume-dir", str(resume_dir), "--output-dir", str(out), "--threads", "1"]
+    tiny_data.write_idx_dataset(root, "MNIST", n_train=600, n_test=100)
+    out, resume_dir, marker = tmp_path / "out", tmp_path / "resume", tmp_path / "in_epoch_2"
+    args = ["--dataset", "mnist", "--data-dir", str(root), "--val_size", "200", "--epochs", "3", "--filters", "8",
+            "--dense_units", "16", "--batch_size", "32", "--lr_schedule", "constant", "--resume", "--resume-dir",
+            str(resume_dir), "--output-dir", str(out), "--threads", "1"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("NNI_")}
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", STALLS_IN_EPOCH_2, str(marker), *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        state = wait_until(lambda: list(resume_dir.glob("*.pt")), 300, 0.05, "the state after epoch 1")[0]
-        time.sleep(0.5)                  # well inside epoch 2 (an epoch of 2,800 images takes seconds here)
+        wait_until(lambda: marker.exists() or proc.poll() is not None, 300, 0.05, "the trial to reach epoch 2")
         assert proc.poll() is None, proc.stderr.read()
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
-    saved = torch.load(state, weights_only=True)
+    state = list(resume_dir.glob("*.pt"))
+    assert len(state) == 1
+    saved = torch.load(state[0], weights_only=True)
     assert saved["epoch"] == 1
     assert not list(resume_dir.glob("*.tmp*")) and not (out / "final.json").exists()
-    assert len(data.load("mnist", root).train_x) == 3000
-    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    assert len(data.load("mnist", root).train_x) == 600
+    again = call_trial(*args)            # the next run (in this process: what matters is what it finds on disk)
     assert again.returncode == 0, again.stderr
     final = json.loads((out / "final.json").read_text())
     assert final["resumed_from_epoch"] == 1 and final["epochs_run"] == 3

@@ -1,6 +1,6 @@
 """Load, bounded in count and time: a real local NNI experiment of 40 trials at concurrency 8, each the adapter's
-whole path without training (`python -m trial --no-train`); every trial accounted for, every final result recorded
-once and its own, the manager's memory steady. `python -m experiments.studies.load --trials 300` is the full run.
+whole path without training (`python -m experiments.studies.load_trial`); every trial accounted for, every final
+result recorded once and its own, the manager's memory steady. `python -m experiments.studies.load --trials 300` is the full run.
 
     .venv/bin/pytest tests/test_load.py -q
 """

@@ -124,9 +124,20 @@ def test_every_baseline_builds_for_every_dataset(baseline, dataset):
 
 
 @pytest.mark.parametrize("field", sorted(config.CHOICES))
-def test_every_name_of_every_table_is_accepted_and_builds(field):
+def test_every_name_of_every_table_is_accepted_and_builds(field, tmp_path):
     """The config's accepted names are the tables' keys: each one resolves, and builds and steps where it shapes
-    the model or its training."""
+    the model or its training. resize_mode, a key of datasets given by path, resolves for a folder of images."""
+    if field == "resize_mode":
+        from PIL import Image
+        for label in ("a", "b"):
+            (tmp_path / label).mkdir()
+            for i in range(6):
+                Image.new("L", (20 + i, 16), color=40 * i).save(tmp_path / label / f"{i}.png")
+        for name in config.CHOICES[field]:
+            cfg = config.resolve({"dataset": str(tmp_path), "image_size": 16, "filters": 4, "dense_units": 8},
+                                 {field: name})
+            assert cfg.resize_mode == name
+        return
     for name in config.CHOICES[field]:
         small = {"dataset": "fmnist", "filters": 4, **({} if field == "family" and name != "plain" else
                                                         {"dense_units": 8})}   # dense_units is the plain head's
@@ -160,8 +171,8 @@ def test_augment_keeps_shape_and_dtype(dataset, dtype):
 def test_affine_without_motion_is_the_identity(monkeypatch):
     for name in ("SHIFT_PX", "ROTATE_DEG", "ZOOM"):
         monkeypatch.setattr(augment, name, 0.0)
-    x = torch.randn(8, 1, 28, 28)
-    torch.testing.assert_close(augment.affine(x, _fill("mnist")), x, atol=1e-5, rtol=0)
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(augment.affine(x, _fill("mnist")), x, atol=1e-5, rtol=1e-5)   # float32 resampling
 
 
 def test_affine_fills_with_the_background(monkeypatch):

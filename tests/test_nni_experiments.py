@@ -145,7 +145,7 @@ def test_grid_search_runs_the_whole_grid(tmp_path, env):
     path = write_config(tmp_path / "grid.yml", config)
 
     with running_experiment(path, env) as exp:
-        trials = exp.wait_for_trials(5, timeout=WAIT, settle=5)
+        trials = exp.wait_for_trials(5, timeout=WAIT, tuner_done=True)
         # NNI 3.0 leaves a finished grid in TUNER_NO_MORE_TRIAL, never DONE: the count says it is over
         assert len(trials) == 5, [t["trialJobId"] for t in trials]
         assert exp.status()["status"] == "TUNER_NO_MORE_TRIAL"
@@ -185,7 +185,7 @@ def test_a_trial_with_an_invalid_parameter_fails_and_the_experiment_goes_on(tmp_
     path = write_config(tmp_path / "invalid.yml", config)
 
     with running_experiment(path, env) as exp:
-        trials = exp.wait_for_trials(3, timeout=WAIT, settle=3)
+        trials = exp.wait_for_trials(3, timeout=WAIT, tuner_done=True)
         assert len(trials) == 3
         failed = [t for t in trials if t["status"] == "FAILED"]
         succeeded = [t for t in trials if t["status"] == "SUCCEEDED"]

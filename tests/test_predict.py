@@ -1,18 +1,24 @@
 """`predict` classifies what an image viewer shows, in the model's own input convention: field case c05 (a phone photo
 with an EXIF orientation tag) and the other members of its kind, each a real file written with Pillow, classified by
-the MNIST model handed in ../shared/field_cases/model_mnist.
+the MNIST model handed in ../shared/field_cases/model_mnist. The field case runs the script as a process; the other
+tests call its main in this process, with the model loaded once (torch.export.load takes seconds).
 
     .venv/bin/pytest tests/test_predict.py -q
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from experiments.results import predict
 from tests.conftest import FIELD_CASES, REPO
 
 MODEL = FIELD_CASES / "model_mnist"
@@ -21,14 +27,26 @@ PREDICT = REPO / "experiments" / "results" / "predict.py"
 UPRIGHT = {7: FIELD_CASES / "c05_exif" / "upright_00_label7.png", 2: FIELD_CASES / "c05_exif" / "upright_01_label2.png"}
 
 
-def run(*paths) -> tuple[int, dict[str, tuple[str, str]], list[str]]:
-    proc = subprocess.run([sys.executable, str(PREDICT), str(MODEL), *map(str, paths)], capture_output=True,
-                          text=True, timeout=120)
+load_once = functools.cache(predict.load)
+
+
+def run(*paths, process: bool = False) -> tuple[int, dict[str, tuple[str, str]], list[str]]:
+    """`predict.py MODEL PATHS`: its status, {path: (class, note)} from stdout and the lines of stderr."""
+    argv = [str(MODEL), *map(str, paths)]
+    if process:
+        proc = subprocess.run([sys.executable, str(PREDICT), *argv], capture_output=True, text=True, timeout=120)
+        status, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+    else:
+        out, err = io.StringIO(), io.StringIO()
+        with mock.patch.object(predict, "load", load_once), contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
+            status = predict.main(argv)
+        stdout, stderr = out.getvalue(), err.getvalue()
     rows = {}
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         path, label, _, *note = line.split("\t")
         rows[path] = (label, note[0] if note else "")
-    return proc.returncode, rows, proc.stderr.strip().splitlines()
+    return status, rows, stderr.strip().splitlines()
 
 
 def grey(label: int) -> Image.Image:
@@ -42,7 +60,7 @@ STORED = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: 
 
 
 def test_field_case_phone_photos_are_read_upright():
-    status, rows, errors = run(*sorted((FIELD_CASES / "c05_exif").iterdir()))
+    status, rows, errors = run(*sorted((FIELD_CASES / "c05_exif").iterdir()), process=True)
     assert status == 0 and not errors
     labels = {path.rsplit("/", 1)[-1]: label for path, (label, _) in rows.items()}
     assert labels == {"phone_00_label7.jpg": "7", "phone_01_label2.jpg": "2", "upright_00_label7.png": "7",

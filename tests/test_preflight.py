@@ -1,12 +1,18 @@
 """The pre-flight check (`python -m experiments.check`) and what the secure starter does with it: a doomed experiment
-is refused before anything starts, a tuner that dies anyway is reported with its error, the printed dashboard
-address is one that answers. Field case c13 (../shared/field_cases) in a real experiment.
+is refused before anything starts (a space, command or tuner that cannot work; a tuner that would minimize accuracy;
+a trial interpreter without torch; GPUs that are not there; a taken port; a code directory without the trial package
+as NNI resolves it; `--epochs` under Hyperband's budget; a working directory that cannot be written), every space
+NNI loads is accepted, a tuner that dies anyway is reported with its error and stopped, the printed dashboard address
+is one that answers. Field cases c01 and c13 (../shared/field_cases); c13 in a real experiment. The starters' own
+real-experiment tests are in tests/test_starters.py.
 
     .venv/bin/pytest tests/test_preflight.py -q
 """
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,19 +21,44 @@ import pytest
 import yaml
 
 from experiments.launch import secure
-from experiments.launch.check import check, dispatcher_error
+from experiments.launch.check import _port_problem, _visible_gpus, check, dispatcher_error
+from experiments.tuners import TUNERS_DIR
 from tests import tiny_data
-from tests.nni_helpers import config_from, experiment_env, free_port, nnictl_path, write_config
+from tests.conftest import FIELD_CASES, needs_field_cases
+from tests.nni_helpers import (
+    bare_python,
+    config_from,
+    experiment_env,
+    free_port,
+    nnictl_path,
+    processes_with,
+    wait_until,
+    write_config,
+)
 from trial import REPO
 
 SHIPPED = sorted(p.name for p in (REPO / "nni_configs").glob("*.yml"))
 C13 = {"learning_rate": {"_type": "uniform", "_value": [0.001, 0.00001]}}
+HYPERBAND = {"codeDirectory": str(TUNERS_DIR), "className": "fixed_hyperband.FixedHyperband",
+             "classArgs": {"optimize_mode": "maximize", "R": 3, "eta": 3}}
+
+
+@pytest.fixture(autouse=True)
+def trials_find_this_python(monkeypatch):
+    """Local trials run `python` from the PATH they inherit: here this interpreter's, as in an activated
+    virtualenv (the check refuses a `python` without torch and nni)."""
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_config_passes(name):
     report = check(REPO / "nni_configs" / name, draws=60)
-    assert report.ok, report.problems
+    if "trialGpuNumber" in yaml.safe_load((REPO / "nni_configs" / name).read_text()) and not _visible_gpus()[0]:
+        # a GPU box's config, on a machine without one: that, and only that, is refused
+        assert report.problems and all("asks for a GPU, but this machine has none" in line
+                                       for line in report.problems), report.problems
+    else:
+        assert report.ok, report.problems
     assert report.notes and "resolved into a trial config" in report.notes[0]
 
 
@@ -53,8 +84,25 @@ def _config(tmp_path: Path, space: dict | None = None, **overrides) -> Path:
     (dict(assessor={"name": "Medianstop", "classArgs": {"optimize_mode": "maximize", "start_stepz": 2}}),
      ("assessor cannot be built",)),
     (dict(trialConcurrency="two"), ("NNI's config validation",)),
+    (dict(tuner={"name": "TPE"}), ("tuner TPE is left at its default optimize_mode, minimize",
+                                   "classArgs: {optimize_mode: maximize}")),
+    (dict(tuner={"codeDirectory": str(TUNERS_DIR), "className": "fixed_tpe.FixedTPE"}),
+     ("tuner fixed_tpe.FixedTPE is left at its default optimize_mode, minimize",)),
+    (dict(assessor={"name": "Medianstop", "classArgs": {"optimize_mode": "minimize", "start_step": 1}}),
+     ("assessor Medianstop has optimize_mode: minimize", "set `optimize_mode: maximize`")),
+    (dict(tuner=HYPERBAND, trialCommand="python -m trial --dataset mnist --epochs 1 --threads 1"),
+     ("trialCommand fixes --epochs 1", "fixed_hyperband.FixedHyperband's budget is the epoch count",
+      "remove --epochs")),
+    (dict(tuner={"name": "Hyperband", "classArgs": {"optimize_mode": "maximize", "R": 3, "eta": 3}},
+          trialCommand="python -m trial --dataset mnist --epochs 2"), ("Hyperband's budget is the epoch count",)),
+    (dict(trialCommand="python -m trial --dataset mnist --batch_size 64"),
+     ("trialCommand fixes --batch_size 64, which the search space varies",)),
+    (dict(trialCommand="python -m trial --dataset 'mnist --epochs 1"), ("trialCommand cannot be parsed",
+                                                                       "No closing quotation")),
 ], ids=["reversed-bounds", "kernel-too-wide", "unknown-key", "bad-flag", "missing-params", "tuner-args",
-        "evolution-plain-dicts", "assessor-args", "nni-field"])
+        "evolution-plain-dicts", "assessor-args", "nni-field", "tpe-default-minimize", "fixed-tpe-no-args",
+        "assessor-minimize", "hyperband-epochs", "builtin-hyperband-epochs", "flag-fixes-searched-key",
+        "unparsable-command"])
 def test_a_doomed_config_is_refused_with_one_line_per_problem(tmp_path, change, words):
     report = check(_config(tmp_path, **change), draws=40)
     assert not report.ok
@@ -63,11 +111,101 @@ def test_a_doomed_config_is_refused_with_one_line_per_problem(tmp_path, change, 
     assert all(w in text for w in words), text
 
 
-def test_the_command_line(tmp_path):
+def test_hyperband_without_a_fixed_epoch_count_passes(tmp_path):
+    report = check(_config(tmp_path, tuner=HYPERBAND, trialCommand="python -m trial --dataset mnist --threads 1"),
+                   draws=20)
+    assert report.ok, report.problems
+
+
+@needs_field_cases
+def test_a_space_nni_loads_is_accepted(tmp_path):
+    """c01: a choice whose options are plain dicts without `_name`: NNI 3.0's TPE takes it and its trials run."""
+    space = json.loads((FIELD_CASES / "c01_choice_dicts_no_name.json").read_text())
+    report = check(_config(tmp_path, space=space), draws=40)
+    assert report.ok, report.problems
+
+
+def _only(report, *words) -> str:
+    assert len(report.problems) == 1, report.problems
+    assert "\n" not in report.problems[0] and all(w in report.problems[0] for w in words), report.problems[0]
+    return report.problems[0]
+
+
+def test_gpus_that_are_not_there_are_refused(tmp_path):
+    """NNI 3.0's manager shuts itself down seconds after the start where there is no NVIDIA driver, and trials that
+    ask for more GPUs than there are wait forever: either is refused before anything starts."""
+    count, _ = _visible_gpus()
+    config = _config(tmp_path, trialGpuNumber=max(count, 1),
+                     trainingService={"platform": "local", "useActiveGpu": False})
+    if count:
+        _only(check(config, draws=5), f"trialGpuNumber: {count} with maxTrialNumberPerGpu: 1",
+              "never starts a trial that asks for all the GPUs")
+        assert check(_config(tmp_path, trialGpuNumber=1, trainingService={
+            "platform": "local", "useActiveGpu": False, "maxTrialNumberPerGpu": 2}), draws=5).ok
+    else:
+        _only(check(config, draws=5), "trialGpuNumber: 1 asks for a GPU, but this machine has none",
+              "remove trialGpuNumber")
+
+
+def test_a_taken_port_is_refused(tmp_path):
+    config = _config(tmp_path)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        _only(check(config, draws=5, port=port), f"port {port} is taken", "pick another --port")
+        # a remote experiment needs the port after --port too (nni/experiment/launcher.py checks it)
+        line = _port_problem(port - 1, "remote")
+        assert line is None or f"port {port} is taken" in line
+    assert check(config, draws=5, port=port).ok
+
+
+def test_a_relative_code_directory_is_resolved_as_nni_resolves_it(tmp_path):
+    """A YAML kept outside the repository with `trialCodeDirectory: .`: NNI reads it from the YAML's own folder,
+    which holds no trial package (every trial would fail with "No module named trial")."""
+    config = config_from("mnist.yml", tmp_path)
+    elsewhere = tmp_path / "my_configs"
+    elsewhere.mkdir()
+    config["trialCodeDirectory"] = "."
+    line = _only(check(write_config(elsewhere / "exp.yml", config), draws=5), "trialCodeDirectory '.'",
+                 str(elsewhere), "No module named trial", str(REPO))
+    assert "YAML's own folder" in line
+    config["trialCodeDirectory"] = os.path.relpath(REPO, elsewhere)    # the same folder, relative: accepted
+    assert check(write_config(elsewhere / "exp.yml", config), draws=5).ok
+
+
+def test_a_working_directory_that_cannot_be_written_is_refused(tmp_path):
+    (tmp_path / "a_file").write_text("a file where the folder should be\n")
+    config = config_from("mnist.yml", tmp_path, experimentWorkingDirectory=str(tmp_path / "a_file" / "nni"))
+    _only(check(write_config(tmp_path / "exp.yml", config), draws=5), "experimentWorkingDirectory",
+          f"{tmp_path / 'a_file'} is a file")
+
+
+def test_a_trial_interpreter_without_torch_is_refused(tmp_path, monkeypatch, capsys):
+    """Started as `.venv/bin/python -m experiments.check ...` (its main, called here) from a shell whose PATH finds
+    another `python` (one without torch, here a bare virtualenv): the trials would run that one and all fail."""
+    from experiments.check import main
+    bare = bare_python(tmp_path / "bare")
+    config = _config(tmp_path)
+    monkeypatch.setenv("PATH", f"{bare.parent}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    monkeypatch.chdir(REPO)
+    status = main([str(config), "--draws", "5"])
+    out, err = capsys.readouterr()
+    assert status == 1, out + err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"is {bare}" in errors[0] and "No module named 'torch'" in errors[0], err
+    assert sys.executable in errors[0]     # the fix names the interpreter that has them
+    # named in the command itself, the same
+    config = _config(tmp_path, trialCommand=f"{bare} -m trial --dataset mnist --threads 1")
+    _only(check(config, draws=5), "cannot import torch and nni", "No module named 'torch'")
+
+
+def test_the_command_line(tmp_path, capsys):
+    from experiments.check import main
     bad = _config(tmp_path, space=C13)
-    proc = subprocess.run([sys.executable, "-m", "experiments.check", str(bad)], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 1 and proc.stderr.count("error:") == 1 and "high > low" in proc.stderr
+    assert main([str(bad)]) == 1                    # in this process; the accepted config below is a real one
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "high > low" in err
     proc = subprocess.run([sys.executable, "-m", "experiments.check", "nni_configs/fmnist.yml", "--draws", "20"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("ok: "), proc.stderr
@@ -89,6 +227,13 @@ def test_dispatcher_error_reads_the_last_traceback(tmp_path):
     assert dispatcher_error("abc", tmp_path, since=resumed_at) is None
     log.write_text(log.read_text() + "Traceback (most recent call last):\nKeyError: 7\n")
     assert dispatcher_error("abc", tmp_path, since=resumed_at) == "KeyError: 7"
+
+
+def test_an_experiment_that_is_not_there_is_not_healthy(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "experiments.check", "--experiment", "nosuchid", "--root",
+                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "NOT running" in proc.stderr and "no experiment nosuchid" in proc.stderr
 
 
 def test_only_answering_dashboard_urls_are_printed():
@@ -135,8 +280,9 @@ def test_field_case_reversed_bounds_is_refused_before_anything_starts(tmp_path):
 @pytest.mark.nni
 @pytest.mark.skipif(nnictl_path() is None, reason="nnictl is not installed")
 def test_a_tuner_that_dies_is_reported_not_left_running(tmp_path):
-    """c13 started anyway (--no-check): NNI 3.0 would show RUNNING with 0 trials; the starter says the tuner died,
-    with its error, and `experiments.check --experiment ID` says it again. The dashboard line names 127.0.0.1 only."""
+    """c13 started anyway (--no-check): NNI 3.0 would show RUNNING with 0 trials; the starter says it did not start,
+    with the tuner's error, prints no dashboard address, stops it by its id, and `experiments.check --experiment ID`
+    says it again."""
     env = experiment_env(tmp_path, tiny_data.write_all(tmp_path / "data"))
     config = _config(tmp_path, space=C13)
     workdir = yaml.safe_load(config.read_text())["experimentWorkingDirectory"]
@@ -146,17 +292,20 @@ def test_a_tuner_that_dies_is_reported_not_left_running(tmp_path):
     try:
         assert proc.returncode == 3, proc.stdout + proc.stderr
         assert len(experiments) == 1
-        assert f"experiment {experiments[0]}: its tuner/assessor died: ValueError" in proc.stderr
-        portal = [line for line in proc.stdout.splitlines() if "Web portal URLs" in line]
-        assert portal and "127.0.0.1" in portal[0] and all(
-            "127.0.0.1" in url for url in portal[0].split("URLs:")[1].split())
-        assert f'nnictl stop {experiments[0]}"' in proc.stdout and "nnictl stop --" not in proc.stdout
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, proc.stderr
+        assert f"experiment {experiments[0]} did not start: its tuner/assessor died: ValueError" in errors[0]
+        assert f"stopped it (`nnictl stop {experiments[0]}`)" in errors[0]
+        assert "Web portal URLs" not in proc.stdout and "is running" not in proc.stderr     # nothing said too soon
+        assert _registry(env)[experiments[0]]["status"] != "RUNNING"
+        wait_until(lambda: not processes_with(f"HOME={env['HOME']}"), 30, 0.5, "the experiment's processes to exit")
         again = subprocess.run([sys.executable, "-m", "experiments.check", "--experiment", experiments[0], "--root",
-                                workdir], cwd=REPO, capture_output=True, text=True, timeout=60)
-        assert again.returncode == 1 and "ValueError" in again.stderr
+                                workdir], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 1 and "NOT running" in again.stderr and "ValueError" in again.stderr, again.stderr
     finally:
         for experiment in experiments:
-            subprocess.run([nnictl_path(), "stop", experiment], env=env, capture_output=True, timeout=60)
+            if _registry(env).get(experiment, {}).get("status") == "RUNNING":
+                subprocess.run([nnictl_path(), "stop", experiment], env=env, capture_output=True, timeout=60)
 
 
 def test_python_api_portal_urls_name_only_the_answering_address():

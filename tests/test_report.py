@@ -374,3 +374,103 @@ def test_compare_sets_a_retrain_beside_a_report_and_refuses_another_protocol(tin
     (tmp_path / "not.json").write_text("{}")
     assert compare.main([str(tmp_path / "not.json")]) == 2
     assert "not a summary.json" in capsys.readouterr().err
+
+
+def _failed_experiment(root: Path, trial_dirs: list[Path]) -> Path:
+    """NNI's sqlite schema with trials that all FAILED (no FINAL metric): what an experiment whose every trial died
+    leaves. Each trial's folder holds trial.json, as a failed trial's does."""
+    import sqlite3
+
+    from trial.config import params_digest
+    exp = root / "allfail1"
+    (exp / "db").mkdir(parents=True)
+    db = sqlite3.connect(exp / "db" / "nni.sqlite")
+    db.executescript("create table TrialJobEvent (timestamp integer, trialJobId text, event text, data text, "
+                     "logPath text, sequenceId integer, message text, environmentId text);"
+                     "create table MetricData (timestamp integer, trialJobId text, parameterId text, type text, "
+                     "sequence integer, data text);"
+                     "create table ExperimentProfile (params text, id text, execDuration integer, startTime integer, "
+                     "endTime integer, logDir text, nextSequenceId integer, revision integer);")
+    for i, trial_dir in enumerate(trial_dirs):
+        params = {"filters": 8 * (i + 1)}
+        record = json.dumps({"parameter_id": i, "parameters": params})
+        trial_dir.mkdir(parents=True)
+        (trial_dir / "trial.json").write_text(json.dumps({"sampled_params": params,
+                                                          "params_digest": params_digest(params), "parameter_id": i}))
+        db.executemany("insert into TrialJobEvent values (?, ?, ?, ?, ?, ?, ?, ?)",
+                       [(1000 + i, f"t{i}", "RUNNING", record, str(trial_dir), i, None, None),
+                        (2000 + i, f"t{i}", "FAILED", None, str(trial_dir), i, None, None)])
+    db.execute("insert into ExperimentProfile values (?, 'allfail1', 0, 0, 9000, '', 2, 1)",
+               (json.dumps({"searchSpace": {}}),))
+    db.commit()
+    db.close()
+    return exp
+
+
+def test_an_experiment_whose_trials_all_failed_is_one_line_saying_nothing_finished(tmp_path, monkeypatch, capsys):
+    """Before: `KeyError: 'final_default'` (no trial reported a final result, so the table has no such column)."""
+    _failed_experiment(tmp_path / "nni", [tmp_path / "trials" / f"t{i}" for i in range(3)])
+    _, table = export.load_experiment(tmp_path / "nni" / "allfail1")
+    assert set(table["status"]) == {"FAILED"} and "final_default" not in table
+    assert export.ranked_finished(table).empty
+    assert export.main(["allfail1", "--root", str(tmp_path / "nni"), "--out", str(tmp_path / "t.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "t.csv")) == 3
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(report, "retrain", lambda *a, **k: pytest.fail("retrained with nothing to report"))
+    assert report.main(["allfail1", "--root", str(tmp_path / "nni"), "--out", str(tmp_path / "report"),
+                        "--baseline", str(REPO / "baselines" / "simple_cnn.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: experiment allfail1: nothing finished") and \
+        "3 FAILED" in err and "experiments.check --experiment allfail1" in err, err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--baseline", "baselines/simpel_cnn.json"], ["baseline file baselines/simpel_cnn.json", "No such file"]),
+    (["--baseline", "{bad}"], ["baseline file", "unknown parameter 'learning_rat'", "did you mean 'learning_rate'"]),
+    (["--baseline", "{twice}"], ["gives 'filters' twice"]),
+    (["--winner-set", "widht_mult=1"], ["--winner-set", "unknown parameter 'widht_mult'"]),
+    (["--baseline", "baselines/simple_cnn.json", "{resnet}"], ["baseline_resnetk", "kernel shape(s) the plain family only"]),
+], ids=["missing", "mistyped-key", "key-twice", "winner-set", "refused-under-the-protocol"])
+def test_report_checks_every_input_before_the_first_retraining(tmp_path, monkeypatch, capsys, argv, words):
+    """A mistyped --baseline path used to surface after the winner had retrained for minutes."""
+    # resnetk: each key valid alone, refused together (kernel shapes the plain family only): found by resolving
+    # every group under the report's protocol before the first retraining
+    (tmp_path / "bad.json").write_text(json.dumps({"learning_rat": 0.1}))
+    (tmp_path / "resnetk.json").write_text(json.dumps({"family": "residual", "kernel": 5}))
+    (tmp_path / "twice.json").write_text('{"filters": 8, "filters": 16}')
+    argv = [a.replace("{bad}", str(tmp_path / "bad.json")).replace("{twice}", str(tmp_path / "twice.json"))
+            .replace("{resnet}", str(tmp_path / "resnetk.json")) for a in argv]
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(report, "retrain", lambda *a, **k: pytest.fail("retrained before every input was checked"))
+    monkeypatch.setattr(report, "protocol_data", lambda *a, **k: pytest.fail("data prepared before the checks"))
+    assert report.main(["--winner", "baselines/simple_cnn.json", "--out", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    for word in words:
+        assert word in err, err
+
+
+def test_a_seed_given_twice_is_refused_and_never_counted_twice(tmp_path, capsys):
+    """`--seeds 0 0 1` trained seed 0 once and counted it twice in the mean, the std and Welch's test."""
+    from experiments.results import compare
+    from experiments.results import retrain as retrain_mod
+    for main in (report.main, retrain_mod.main):
+        with pytest.raises(SystemExit) as exit_:
+            main([*(["--winner"] if main is report.main else []), "baselines/simple_cnn.json", "--seeds", "0", "0",
+                  "1", "--out", str(tmp_path / "out")])
+        assert exit_.value.code == 2
+        assert "seed(s) 0 given twice in [0, 0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="given twice"):
+        retrain(params={}, seeds=[1, 1], out_dir=tmp_path / "out")
+    run = {"seed": 0, "final": {"params": 1, "train_seconds": 1.0}, "test": {"accuracy": 0.9, "macro_f1": 0.9,
+                                                                             "roc_auc_ovr": 0.9}}
+    with pytest.raises(ValueError, match="given twice"):
+        summarise([run, run])
+    group = {"test_accuracy_mean": 0.9, "test_accuracy_std": 0.0, "test_accuracies": [0.9, 0.9, 0.8], "params": 1,
+             "train_seconds_mean": 1.0}
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"dataset": "fmnist", "protocol": "train_val", "epochs": 1, "seeds": [0, 0, 1],
+                                "smoke": True, "groups": {"baseline_a": group}}))
+    assert compare.main([str(path)]) == 2
+    assert "one of them twice" in capsys.readouterr().err

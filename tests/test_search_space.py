@@ -12,7 +12,7 @@ import random
 import pytest
 
 from tests.conftest import FIELD_CASES, REPO, needs_field_cases
-from tests.test_trial_cli import run_trial
+from tests.test_trial_cli import call_trial
 from trial.search_space import SearchSpaceError, sample, validate
 
 # name -> (space, accepted?). Refused: what NNI's validation rejects or its tuners crash on; accepted: what both take,
@@ -101,7 +101,7 @@ def test_a_draw_follows_nni_semantics():
 def test_field_case_choice_of_plain_dicts_trains(tiny_root, tmp_path):
     """c01: NNI's tuners draw the plain dicts as values and the trials run; debug mode does the same."""
     out = tmp_path / "out"
-    proc = run_trial("--sample", FIELD_CASES / "c01_choice_dicts_no_name.json", "--smoke", "--output-dir", out)
+    proc = call_trial("--sample", FIELD_CASES / "c01_choice_dicts_no_name.json", "--smoke", "--output-dir", out)
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "config.json").read_text())
     sampled = json.loads((out / "trial.json").read_text())["sampled_params"]
@@ -112,7 +112,7 @@ def test_field_case_choice_of_plain_dicts_trains(tiny_root, tmp_path):
 @pytest.mark.parametrize("case,words", [("c02_loguniform_log_bounds", ("learning_rate", "0 < low < high")),
                                         ("c13_reversed_uniform", ("learning_rate", "high > low"))])
 def test_field_case_space_nni_rejects_is_refused_in_one_line(tiny_root, tmp_path, case, words):
-    proc = run_trial("--sample", FIELD_CASES / f"{case}.json", "--smoke", "--output-dir", tmp_path / "out")
+    proc = call_trial("--sample", FIELD_CASES / f"{case}.json", "--smoke", "--output-dir", tmp_path / "out")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and all(w in lines[0] for w in words), proc.stderr

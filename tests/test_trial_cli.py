@@ -1,14 +1,18 @@
-"""`python -m trial` as a real subprocess on tiny data: bad parameters, debug runs end to end, missing data, a diverged
-run and early stopping. Each run gets its own data, cache and output directory.
+"""`python -m trial` on tiny data: bad parameters, debug runs end to end, missing data, a diverged run and early
+stopping. Each run gets its own data, cache and output directory. One debug run is a real subprocess (run_trial); the
+others call the same entry point in this process (call_trial), sparing an interpreter and a torch import per run.
 
     .venv/bin/pytest tests/test_trial_cli.py -q
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 import torch
@@ -22,6 +26,7 @@ from trial.optim import LOSSES
 from trial.search_space import sample_file
 
 OUTPUTS = ("config.json", "metrics.jsonl", "final.json", "best.pt", "trial.json")
+pytestmark = pytest.mark.usefixtures("torch_one_thread")    # tiny batches: more threads only add overhead
 
 
 def run_trial(*args, timeout=180) -> subprocess.CompletedProcess:
@@ -29,6 +34,26 @@ def run_trial(*args, timeout=180) -> subprocess.CompletedProcess:
     env["OMP_NUM_THREADS"] = "1"    # tiny batches; on a shared CPU extra threads make torch many times slower
     return subprocess.run([sys.executable, "-m", "trial", *map(str, args)], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def call_trial(*args) -> subprocess.CompletedProcess:
+    """What run_trial returns, from trial.adapter.main called in this process: the same environment (no NNI_
+    variables), working directory and one torch thread, with stdout and stderr captured; argparse's exit is a status."""
+    from trial.adapter import main
+    out, err = io.StringIO(), io.StringIO()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NNI_")}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with mock.patch.dict(os.environ, env, clear=True), contextlib.chdir(REPO), contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(["python", "-m", "trial", *map(str, args)], code, out.getvalue(), err.getvalue())
 
 
 def read_run(out):
@@ -49,7 +74,7 @@ def assert_one_line_error(proc, *words):
 def test_unknown_key_in_params_file(tiny_root, tmp_path):
     params = tmp_path / "params.json"
     params.write_text(json.dumps({"filters": 16, "filterz": 8}))
-    proc = run_trial("--params", params, "--output-dir", tmp_path / "out")
+    proc = call_trial("--params", params, "--output-dir", tmp_path / "out")
     assert_one_line_error(proc, "'filterz'", "valid parameters")
     assert not (tmp_path / "out").exists()
 
@@ -57,7 +82,7 @@ def test_unknown_key_in_params_file(tiny_root, tmp_path):
 @pytest.mark.parametrize("flag,value,key", [("--batch_size", "many", "batch_size"), ("--kernel", "4", "kernel"),
                                             ("--activation", "swish", "activation"), ("--dropout", "2", "dropout")])
 def test_bad_value_via_flag(tiny_root, tmp_path, flag, value, key):
-    proc = run_trial(flag, value, "--output-dir", tmp_path / "out")
+    proc = call_trial(flag, value, "--output-dir", tmp_path / "out")
     assert_one_line_error(proc, f"'{key}'")
 
 
@@ -67,7 +92,8 @@ def test_bad_value_via_flag(tiny_root, tmp_path, flag, value, key):
                          ids=["smoke", "sample", "baseline"])
 def test_debug_run_end_to_end(tiny_root, tmp_path, args):
     out = tmp_path / "out"
-    proc = run_trial(*args, "--output-dir", out)
+    # the smoke run is the real process (`python -m trial` as NNI starts it); the others only vary the parameters
+    proc = (run_trial if args == ["--smoke"] else call_trial)(*args, "--output-dir", out)
     assert proc.returncode == 0, proc.stderr
     for name in OUTPUTS:
         assert (out / name).is_file(), name
@@ -104,9 +130,9 @@ def test_missing_dataset(tiny_root, tmp_path, monkeypatch, how):
     empty.mkdir()
     if how == "environment":
         monkeypatch.setenv("CNNSEARCH_DATA", str(empty))
-        proc = run_trial("--smoke", "--dataset", "cifar10", "--output-dir", tmp_path / "out")
+        proc = call_trial("--smoke", "--dataset", "cifar10", "--output-dir", tmp_path / "out")
     else:
-        proc = run_trial("--smoke", "--dataset", "cifar10", "--data-dir", empty, "--output-dir", tmp_path / "out")
+        proc = call_trial("--smoke", "--dataset", "cifar10", "--data-dir", empty, "--output-dir", tmp_path / "out")
     assert proc.returncode != 0
     assert "dataset 'cifar10' not found" in proc.stderr and str(empty) in proc.stderr
     assert "--data-dir" in proc.stderr and "CNNSEARCH_DATA" in proc.stderr
@@ -115,8 +141,8 @@ def test_missing_dataset(tiny_root, tmp_path, monkeypatch, how):
 
 def test_diverged_run_keeps_its_result(tiny_root, tmp_path):
     out = tmp_path / "out"
-    proc = run_trial("--smoke", "--optimizer", "sgd", "--learning_rate", "10", "--momentum", "0.99",
-                     "--loss", "cross_entropy", "--lr_schedule", "constant", "--epochs", "4", "--output-dir", out)
+    proc = call_trial("--smoke", "--optimizer", "sgd", "--learning_rate", "10", "--momentum", "0.99",
+                      "--loss", "cross_entropy", "--lr_schedule", "constant", "--epochs", "4", "--output-dir", out)
     assert proc.returncode == 0, proc.stderr
     assert "DIVERGED" in proc.stdout
     final, metrics = read_run(out)
@@ -132,8 +158,8 @@ def test_diverged_run_keeps_its_result(tiny_root, tmp_path):
 def test_early_stopping(tiny_root, tmp_path):
     out = tmp_path / "out"
     epochs = 10
-    proc = run_trial("--smoke", "--epochs", epochs, "--patience", "1", "--lr_schedule", "constant",
-                     "--output-dir", out)
+    proc = call_trial("--smoke", "--epochs", epochs, "--patience", "1", "--lr_schedule", "constant",
+                      "--output-dir", out)
     assert proc.returncode == 0, proc.stderr
     final, metrics = read_run(out)
     accuracies = [m["default"] for m in metrics]
@@ -186,17 +212,17 @@ def test_field_case_batch_norm_with_a_last_batch_of_one_trains(isolated_env, tmp
     monkeypatch.setenv("CNNSEARCH_DATA", str(tmp_path / "data"))
     case = FIELD_CASES / "c04_bn_last_batch_of_one.json"
     # as handed: 5 blocks on a 28x28 image leave block 5 a 1x1 map, where a 3x3 kernel's outer taps see only padding
-    proc = run_trial("--params", case, "--dataset", "mnist", "--output-dir", tmp_path / "as_handed")
+    proc = call_trial("--params", case, "--dataset", "mnist", "--output-dir", tmp_path / "as_handed")
     assert_one_line_error(proc, "'kernel'", "1x1 feature map")
     # the same batch arithmetic (513 images, batch 256, BatchNorm) with blocks that fit the image trains
     out = tmp_path / "out"
-    proc = run_trial("--params", case, "--dataset", "mnist", "--conv_layers", "4", "--output-dir", out)
+    proc = call_trial("--params", case, "--dataset", "mnist", "--conv_layers", "4", "--output-dir", out)
     assert proc.returncode == 0, proc.stderr
     final, metrics = read_run(out)
     assert final["epochs_run"] == 1 and len(metrics) == 1 and not final["diverged"]
     # c04b as handed (5 blocks again): refused before any data is read, in one line
-    proc = run_trial("--params", FIELD_CASES / "c04b_bn_full_data_batch97.json", "--dataset", "mnist",
-                     "--output-dir", tmp_path / "c04b")
+    proc = call_trial("--params", FIELD_CASES / "c04b_bn_full_data_batch97.json", "--dataset", "mnist",
+                      "--output-dir", tmp_path / "c04b")
     assert_one_line_error(proc, "'kernel'", "1x1 feature map")
     c04b = load_params_file(str(FIELD_CASES / "c04b_bn_full_data_batch97.json"))
     train_images = 60000 - resolve({}).val_size
@@ -214,8 +240,8 @@ def test_out_of_memory_is_one_line_naming_batch_size_and_parameters(tiny_root, m
     from trial.config import ConfigError
     real_build = train_mod.build_model
 
-    def build_and_fail(cfg, shape):
-        net = real_build(cfg, shape)
+    def build_and_fail(cfg, shape, *classes):
+        net = real_build(cfg, shape, *classes)
 
         def hook(module, args):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -5,10 +5,13 @@ the layouts the loaders read from ../shared/data, so tests exercise the real rea
 """
 from __future__ import annotations
 
+import atexit
 import gzip
 import lzma
 import pickle
+import shutil
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -79,9 +82,20 @@ def write_mnist_csv(root: Path, n_train: int = 600, n_test: int = 200, header: b
     return folder
 
 
+_WRITTEN: dict[tuple[int, int], Path] = {}     # (n_train, n_test) -> the files write_all wrote first, to copy
+
+
 def write_all(root: Path, n_train: int = 600, n_test: int = 200) -> Path:
-    """MNIST and Fashion-MNIST as gzipped IDX, CIFAR-10 as xz binary batches: the layout of ../shared/data."""
-    write_idx_dataset(root, "MNIST", n_train, n_test)
-    write_idx_dataset(root, "FashionMNIST", n_train, n_test)
-    write_cifar_bin(root, n_train // 5, n_test)
+    """MNIST and Fashion-MNIST as gzipped IDX, CIFAR-10 as xz binary batches: the layout of ../shared/data.
+
+    The files are written once per process and size (compressing CIFAR-10's batches with xz takes seconds), then
+    copied: the same bytes, and each caller owns its copy."""
+    if (n_train, n_test) not in _WRITTEN:
+        first = Path(tempfile.mkdtemp(prefix="tiny_data-"))
+        atexit.register(shutil.rmtree, first, ignore_errors=True)
+        write_idx_dataset(first, "MNIST", n_train, n_test)
+        write_idx_dataset(first, "FashionMNIST", n_train, n_test)
+        write_cifar_bin(first, n_train // 5, n_test)
+        _WRITTEN[n_train, n_test] = first
+    shutil.copytree(_WRITTEN[n_train, n_test], root, dirs_exist_ok=True)
     return Path(root)

@@ -4,7 +4,7 @@ Modules, one concept each: `config` (the TrialConfig dataclass and the parameter
 loaders, cache, splits, normalisation), `augment` (batched tensor augmentation), `model` (the CNN builder), `optim`
 (optimizers, learning-rate schedules, losses), `train` (`train(config) -> TrainResult`, never imports nni), `resume`
 (the state a multi-fidelity run resumes from), `search_space` (draws from an NNI search space without NNI),
-`__main__` (the NNI adapter and debug mode).
+`adapter` (the NNI adapter and debug mode, `python -m trial`).
 """
 from pathlib import Path
 

@@ -7,6 +7,13 @@ Images arrive normalised, so the fill for pixels shifted in is the normalised ba
 `background` pixel, through trial.data.background_fill), not 0. Which kind a dataset gets is its table entry's
 `augmentation`. The magnitudes below are the usual ones for these datasets (shift/rotate/zoom as in Keras' MNIST
 examples; pad-4 crop and flip as in He et al. 2016, "Deep Residual Learning", for CIFAR-10).
+
+A dataset given by path (a user's folder, any side from 16 to 128 pixels) gets crops (`crop`, the default of such a
+dataset: a translation keeps any image's class) and flips only where the config says `mirror_safe` (trial/config.py
+refuses a mirror otherwise). Every magnitude in pixels (the affine shift, `crop_pad`, `cutout`) was chosen for the
+benchmark sets' sides: on such a dataset it is scaled to its side (`scaled_pixels`), so that it moves or hides the same
+share of the image: crop_pad 4 on a 64x64 image pads 8 pixels, as 4 of CIFAR-10's 32. The benchmark sets get them as
+given.
 """
 from __future__ import annotations
 
@@ -22,22 +29,41 @@ from .data import DatasetInfo, background_fill
 if TYPE_CHECKING:
     from .config import TrialConfig
 
-SHIFT_PX = 2.0        # max translation, pixels (28x28 sets)
+SHIFT_PX = 2.0        # max translation, pixels of a 28x28 image (the sets it was chosen for)
 ROTATE_DEG = 10.0     # max rotation, degrees
 ZOOM = 0.10           # scale drawn from [1 - ZOOM, 1 + ZOOM]
-CROP_PAD = 4          # CIFAR-10 reflect padding before the random crop, pixels
+CROP_PAD = 4          # CIFAR-10 reflect padding before the random crop, pixels of a 32x32 image
+AFFINE_SIDE = 28      # the image side SHIFT_PX was chosen for, pixels
+CROP_SIDE = 32        # the image side crop_pad and cutout were chosen for (CIFAR-10), pixels
 
 
-def affine(x: torch.Tensor, fill: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random shift (pixels), rotation (degrees) and zoom per image of x, float [N, C, H, W] -> the same shape and
-    dtype; fill, float [C], is the (normalised) value of the background that pixels moved in from outside take."""
+def scaled_pixels(value: float, ds: DatasetInfo, side: int) -> float:
+    """A magnitude of `value` pixels, chosen for images `side` pixels wide, on dataset ds's images: as given for a
+    benchmark set (the magnitudes were chosen for their sides), times ds's side / `side` for a dataset given by path."""
+    return value * ds.shape[-1] / side if ds.from_path else value
+
+
+def crop_pixels(pad: int, ds: DatasetInfo) -> int:
+    """The reflect padding a crop of `pad` (the config's crop_pad) gets on ds's images: scaled_pixels, rounded, at
+    least 1 where pad is, and less than the side (reflect padding needs that)."""
+    if not pad:
+        return 0
+    return min(max(1, round(scaled_pixels(pad, ds, CROP_SIDE))), ds.shape[-1] - 1)
+
+
+def affine(x: torch.Tensor, fill: torch.Tensor, generator: torch.Generator | None = None,
+           shift: float | None = None) -> torch.Tensor:
+    """Random shift (up to `shift` pixels, default SHIFT_PX), rotation (degrees) and zoom per image of x, float
+    [N, C, H, W] -> the same shape and dtype; fill, float [C], is the (normalised) value of the background that pixels
+    moved in from outside take."""
     n, _, h, w = x.shape
+    shift = SHIFT_PX if shift is None else shift
     rand = torch.rand(n, 4, device=x.device, generator=generator) * 2 - 1
     angle = rand[:, 0] * math.radians(ROTATE_DEG)
     scale = 1 + rand[:, 1] * ZOOM
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, rand[:, 2] * SHIFT_PX * 2 / w], 1),
-                         torch.stack([sin, cos, rand[:, 3] * SHIFT_PX * 2 / h], 1)], 1).to(x.dtype)
+    theta = torch.stack([torch.stack([cos, -sin, rand[:, 2] * shift * 2 / w], 1),
+                         torch.stack([sin, cos, rand[:, 3] * shift * 2 / h], 1)], 1).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     fill = fill.to(x.dtype).view(1, -1, 1, 1)
     return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
@@ -77,26 +103,30 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None)
 
 
 # kind (the dataset table's `augmentation`, or the config's) -> (images, dataset, crop padding) -> augmented images.
-# "crop" translates only: for digits, which a mirror would change into another class or none.
+# "crop" translates only: for digits, which a mirror would change into another class or none, and for a dataset given
+# by path unless it is mirror_safe.
 AUGMENTATIONS = {
-    "affine": lambda x, ds, pad: affine(x, background_fill(ds, x.device)),
-    "crop_flip": lambda x, ds, pad: crop_flip(x, pad=pad),
-    "crop": lambda x, ds, pad: crop_flip(x, pad=pad, flip=False),
+    "affine": lambda x, ds, pad: affine(x, background_fill(ds, x.device),
+                                        shift=scaled_pixels(SHIFT_PX, ds, AFFINE_SIDE)),
+    "crop_flip": lambda x, ds, pad: crop_flip(x, pad=crop_pixels(pad, ds)),
+    "crop": lambda x, ds, pad: crop_flip(x, pad=crop_pixels(pad, ds), flip=False),
 }
 
 
 def augment(x: torch.Tensor, ds: DatasetInfo, crop_pad: int = CROP_PAD, kind: str = "dataset") -> torch.Tensor:
     """A batch x, normalised float [N, C, H, W] on any device, augmented by `kind` (a key of AUGMENTATIONS, or
-    "dataset": the kind dataset `ds`'s table entry names); same shape and dtype. Raises KeyError for another kind."""
+    "dataset": the kind dataset `ds`'s table entry names); same shape and dtype. `crop_pad` in pixels of a 32x32
+    image, scaled to a dataset given by path (crop_pixels). Raises KeyError for another kind."""
     return AUGMENTATIONS[ds.augmentation if kind == "dataset" else kind](x, ds, crop_pad)
 
 
 def training_transform(cfg: TrialConfig, ds: DatasetInfo) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """What the training loop applies to each batch, from the config (`augment`, `augmentation`, `crop_pad`,
-    `cutout`): None when
-    nothing is on. Validation and test images are never transformed (test-time augmentation is trial.inference's)."""
+    `cutout`, the last two scaled to a dataset given by path): None when nothing is on. Validation and test images
+    are never transformed (test-time augmentation is trial.inference's)."""
+    square = max(1, round(scaled_pixels(cfg.cutout, ds, CROP_SIDE)))
     steps = ([lambda x: augment(x, ds, cfg.crop_pad, cfg.augmentation)] if cfg.augment else []) + \
-        ([lambda x: cutout(x, cfg.cutout)] if cfg.cutout else [])
+        ([lambda x: cutout(x, square)] if cfg.cutout else [])
     if not steps:
         return None
 

@@ -7,8 +7,9 @@ key and what it accepts. NNI's nested choices are flattened here too: under a co
 mapping-valued key, `nas_arch` (an architecture of the `nas` family), is kept whole; given as a path, the file's
 architecture is read in, so a resolved config (and its config.json) always carries the architecture itself.
 
-The accepted names of datasets, activations, pools, heads, optimizers, schedules and losses are the keys of the
-name -> builder tables of trial/data.py, model.py and optim.py: one source each.
+The accepted names of datasets, activations, pools, heads, optimizers, schedules, losses and shortcuts are the keys of
+the name -> builder tables of trial/data.py, model.py, optim.py and networks.py (downsampling modes: networks.py's
+DOWNSAMPLES): one source each.
 
     >>> resolve({"dataset": "fmnist", "filters": 64}).filters
     64
@@ -24,16 +25,20 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .augment import AUGMENTATIONS
-from .data import INFO
+from .augment import AUGMENTATIONS, CROP_PAD
+from .data import INFO, DatasetError
+from .data import info as dataset_info
+from .files import FileFormatError, closest, read_data
+from .folder import AUTO_SIDE, FolderOptions
+from .images import RESIZE_MODES
 from .inference import TTA
 from .model import ACTIVATIONS, FAMILIES, HEADS, POOLS, plain_sides
 from .nas_space import ArchError, check_arch
+from .networks import DOWNSAMPLES, SHORTCUTS, airbench_max_groups, residual_max_stages
 from .optim import LOSSES, OPTIMIZERS, SCHEDULES
 
 KEEP = ("best", "last")
-DOWNSAMPLE = ("stride", "pool")
-SHORTCUTS = ("projection", "identity")
+METRICS = ("accuracy", "balanced_accuracy")   # validation scores a trial can report as `default` (trial/train.py)
 MAX_BLOCKS = 6
 # A tiny run for CI and a first try: `python -m trial --smoke`, `experiments.report --smoke`.
 SMOKE = {"train_subset": 512, "val_size": 256, "epochs": 1}
@@ -46,17 +51,32 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class TrialConfig:
     # data
-    dataset: str = "fmnist"           # a key of trial.data.INFO
+    dataset: str = "fmnist"           # a key of trial.data.INFO, or the path of an image folder, a CSV manifest or
+                                      # an .npz (trial/folder.py; kept absolute)
     val_size: int = 5000              # images carved from the training split for validation (seeded by split_seed)
     split_seed: int = 0               # fixed across seeds so every run is validated on the same images
     train_subset: int = 0             # train on only this many images (0 = all); for smoke runs and tests
+    # datasets given by path only (trial/folder.py; `python -m trial.data PATH` audits one)
+    image_size: int = 0               # side images are resized to once, pixels (0 = the median shorter side clamped
+                                      # to 16..128, a multiple of 4, said in one line)
+    resize_mode: str = "crop"         # "crop" (shorter side to image_size, centre crop) or "pad" (longer side, the
+                                      # rest padded with the background, white): the aspect ratio is kept either way
+    test_fraction: float = 0.2        # without a given test split: share held out as test (stratified, fixed seed,
+                                      # the list written beside the cache and reused by every run)
+    mirror_safe: bool = False         # a horizontal mirror keeps every image's class: allows flip augmentation and
+                                      # mirror test-time augmentation
+    skip_bad_images: bool = False     # train without files that do not decode (counted in final.json), not refuse
+    drop_duplicates: bool = False     # keep one copy of exact-duplicate images (the one in test, then val) instead
+                                      # of refusing the same image in two splits
     augment: bool = False             # batched shift/rotate/zoom (28x28) or crop/flip (CIFAR-10) on the device
     augmentation: str = "dataset"     # with augment: a key of trial.augment.AUGMENTATIONS ("affine" shift/rotate/
                                       # zoom, "crop_flip", "crop" without the flip), or "dataset": the dataset's own
                                       # kind (affine for the 28x28 sets, crop_flip for CIFAR-10)
-    crop_pad: int = 4                 # crop/flip: reflect padding before the random crop, pixels (max translation)
+    crop_pad: int = CROP_PAD          # crop/flip: reflect padding before the random crop, pixels (max translation)
     cutout: int = 0                   # side of a square set to 0 (the mean) at a random place per training image,
                                       # pixels (0 = off; DeVries & Taylor 2017, "Improved Regularization ... Cutout")
+                                      # crop_pad and cutout: pixels of a 32x32 image; a dataset given by path gets
+                                      # them scaled to its side (trial.augment.scaled_pixels)
     # architecture
     family: str = "plain"             # a key of trial.model.FAMILIES: "plain" stack, "residual" (He et al. 2016),
                                       # "airbench" (whitening stem, conv-pool-norm-activation groups; airbench94),
@@ -133,6 +153,9 @@ class TrialConfig:
                                       # stopping, keep "best", the plateau schedule); off: once, after the last epoch
                                       # (retraining on train + validation, where the per-epoch number scores training
                                       # images and its test-time augmentation costs up to a sixth of an epoch)
+    metric: str = "accuracy"          # what validation reports as `default` (the tuner's number), keeps "best"
+                                      # weights and early-stops by: "accuracy", or "balanced_accuracy" (the mean
+                                      # recall over classes: for imbalanced data, trial/folder.py's IMBALANCE_FLAG)
     seed: int = 0
     # run
     device: str = "auto"              # "auto" (cuda if present), "cpu", "cuda", "cuda:1"
@@ -165,12 +188,13 @@ class TrialConfig:
 
 
 # keys added after runs were saved, written by to_dict only where they differ from these defaults
-LATE_KEYS = {"nas_arch": None, "val_every_epoch": True, "nas_cell_gate": False}
+LATE_KEYS = {"nas_arch": None, "val_every_epoch": True, "nas_cell_gate": False, "metric": "accuracy",
+             **{f.name: f.default for f in fields(FolderOptions)}}
 
 CHOICES = {"dataset": INFO, "family": FAMILIES, "activation": ACTIVATIONS, "pool": POOLS, "head": HEADS,
-           "optimizer": OPTIMIZERS, "loss": LOSSES, "lr_schedule": SCHEDULES, "keep": KEEP, "downsample": DOWNSAMPLE,
-           "shortcut": SHORTCUTS, "tta": TTA,
-           "augmentation": ("dataset", *AUGMENTATIONS)}
+           "optimizer": OPTIMIZERS, "loss": LOSSES, "lr_schedule": SCHEDULES, "keep": KEEP, "downsample": DOWNSAMPLES,
+           "shortcut": SHORTCUTS, "tta": TTA, "resize_mode": RESIZE_MODES,
+           "augmentation": ("dataset", *AUGMENTATIONS), "metric": METRICS}
 # (low, high) inclusive bounds; None = unbounded on that side.
 _RANGES = {"val_size": (1, None), "train_subset": (0, None), "conv_layers": (1, MAX_BLOCKS),
            "filters": (1, 4096), "kernel": (1, 11), "convs_per_block": (1, 4), "conv_dropout": (0.0, 0.95),
@@ -180,7 +204,8 @@ _RANGES = {"val_size": (1, None), "train_subset": (0, None), "conv_layers": (1, 
            "threads": (0, 1024), "crop_pad": (0, 16), "cutout": (0, 64), "width_mult": (0.05, 16.0),
            "blocks": (1, 16), "stem_width": (0, 4096), "whiten_bias_epochs": (0, 10000),
            "norm_bias_lr_scale": (0.001, 1000.0), "warmup_fraction": (0.0, 1.0), "lr_start_factor": (0.0, 1.0),
-           "lr_end_factor": (0.0, 1.0), "ema_decay": (0.0, 0.99999)}
+           "lr_end_factor": (0.0, 1.0), "ema_decay": (0.0, 0.99999),
+           "image_size": (0, 1024), "test_fraction": (0.05, 0.5)}
 for _i in range(1, MAX_BLOCKS + 1):
     _RANGES[f"filters_{_i}"] = (0, 4096)
     _RANGES[f"kernel_{_i}"] = (0, 11)
@@ -249,6 +274,8 @@ def _coerce(key: str, value: Any) -> Any:
         return number
     if not isinstance(value, str):
         raise ConfigError(f"parameter {key!r} must be a string, got {value!r}")
+    if key == "dataset" and value not in INFO and Path(value).expanduser().exists():
+        return str(Path(value).expanduser().resolve())   # a path: the same files from any working directory
     return value
 
 
@@ -269,8 +296,14 @@ def _architecture(value: Any) -> dict | None:
 
 
 def _check(key: str, value: Any) -> None:
+    if key == "dataset" and value not in INFO:
+        if Path(value).expanduser().exists():
+            return   # a dataset given by path: its files are checked (audited) when it is loaded
+        raise ConfigError(f"parameter 'dataset' has value {value!r}: neither a dataset name (valid values: "
+                          f"{', '.join(INFO)}) nor an existing path (an image folder, a CSV manifest or an .npz)")
     if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"parameter {key!r} has value {value!r}; valid values: {', '.join(CHOICES[key])}")
+        raise ConfigError(f"parameter {key!r} has value {value!r}{closest(value, CHOICES[key])}; valid values: "
+                          f"{', '.join(CHOICES[key])}")
     if key in _RANGES:
         low, high = _RANGES[key]
         if (low is not None and value < low) or (high is not None and value > high):
@@ -285,7 +318,8 @@ def normalize(params: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in flatten_params(params).items():
         name = ALIASES.get(key, key)
         if name not in FIELDS:
-            raise ConfigError(f"unknown parameter {key!r}; valid parameters: {', '.join(FIELDS)}")
+            raise ConfigError(f"unknown parameter {key!r}{closest(key, [*FIELDS, *ALIASES])}; valid parameters: "
+                              f"{', '.join(FIELDS)}")
         if name in given:   # e.g. TRIAL_BUDGET beside epochs: which one was meant?
             raise ConfigError(f"parameters {given[name]!r} and {key!r} both set {name!r}; keep one")
         given[name] = key
@@ -321,18 +355,17 @@ def resolve(*layers: Mapping[str, Any] | None) -> TrialConfig:
     if config.nas_cell_gate and config.family != "nas":
         raise ConfigError(f"nas_cell_gate gates the cells of family 'nas' only; family {config.family!r} would "
                           f"ignore it: drop it or use family 'nas'")
-    if config.family == "airbench" and config.conv_layers > 4:
-        raise ConfigError(f"family 'airbench' halves the map in each of conv_layers = {config.conv_layers} groups; "
-                          f"28x28 and 32x32 images allow at most 4")
     _check_family_keys(config, merged)
-    if not INFO[config.dataset].mirror_safe:
+    _check_dataset_keys(config, merged)
+    if not (INFO[config.dataset].mirror_safe if config.dataset in INFO else config.mirror_safe):
         mirrored = [f"tta {config.tta!r}"] if config.tta.startswith("mirror") else []
         if config.augment and config.augmentation == "crop_flip":
             mirrored.append(f"augmentation {config.augmentation!r}")
         if mirrored:
             raise ConfigError(f"{' and '.join(mirrored)} mirror(s) images, which changes {config.dataset}'s classes "
-                              f"(a mirrored digit is another digit or none); use tta 'none' and augmentation "
+                              f"{'(a mirrored digit is another digit or none)' if config.dataset in INFO else '(mirror_safe is false; set it true if a mirror keeps every class)'}; use tta 'none' and augmentation "
                               f"'dataset', 'affine' or 'crop'")
+    _check_stages(config)
     _check_maps(config)
     if config.lookahead and not config.ema_decay:
         raise ConfigError("lookahead averages with ema_decay per step: set ema_decay (airbench94: 0.95) or turn "
@@ -380,20 +413,68 @@ def _check_family_keys(config: TrialConfig, given: Mapping[str, Any]) -> None:
                           (" (its network is all in nas_arch)" if nas else " or use family 'plain'"))
 
 
+def _check_dataset_keys(config: TrialConfig, given: Mapping[str, Any]) -> None:
+    if config.dataset not in INFO:
+        return
+    ignored = [f.name for f in fields(FolderOptions) if f.name in given and given[f.name] != FIELDS[f.name].default]
+    if ignored:
+        raise ConfigError(f"{', '.join(ignored)} shape(s) datasets given by path only; dataset {config.dataset!r} "
+                          f"would ignore them: drop them")
+
+
+def _image_side(config: TrialConfig) -> int:
+    """The side of the dataset's images: the table's, image_size, or what the audit of the files chose (image_size
+    0; the files are decoded now if they are not cached yet)."""
+    if config.dataset in INFO:
+        return INFO[config.dataset].shape[1]
+    if config.image_size:
+        return config.image_size
+    try:
+        return dataset_info(config.dataset, FolderOptions.of(config)).shape[1]
+    except DatasetError as err:
+        raise ConfigError(f"dataset: {err}") from None
+
+
+# family -> the most stages (groups) an image side allows: each one after the first halves the map (trial/networks.py)
+MAX_STAGES = {"residual": ("stages (every one after the first halves the map, rounding up)", residual_max_stages),
+              "airbench": ("groups (each halves the map, rounding down, after the 2x2 stem)", airbench_max_groups)}
+
+
+def _check_stages(config: TrialConfig) -> None:
+    """The residual family's stages and the airbench family's groups halve the map; more of them than the image side
+    allows would shrink it below 1x1 (a 16x16 image: 5 residual stages, 3 airbench groups; 28..32: 6 and 4).
+    The dataset's side is read only where conv_layers could exceed what the smallest automatic image_size allows."""
+    if config.family not in MAX_STAGES:
+        return
+    what, most_for = MAX_STAGES[config.family]
+    if config.dataset not in INFO and not config.image_size and config.conv_layers <= most_for(AUTO_SIDE[0]):
+        return   # fits whatever side the audit picks: no need to decode the files here
+    side = _image_side(config)
+    most = most_for(side)
+    if config.conv_layers > most:
+        larger = " or a larger image_size" if config.dataset not in INFO else ""
+        raise ConfigError(f"parameter 'conv_layers' = {config.conv_layers} is too many {what} for family "
+                          f"{config.family!r} on {side}x{side} images: the map would shrink below 1x1; use "
+                          f"conv_layers <= {most}{larger}")
+
+
 def _check_maps(config: TrialConfig) -> None:
     """A plain block's kernel must fit the feature map it sees (the image halved once per block before it, down to
     1x1): with padding k // 2, a kernel wider than 2 * side - 1 has taps that only ever see padding, weights that
     never train (a 3x3 kernel on a 1x1 map is 8/9 dead)."""
     if config.family != "plain":
         return
-    for i, (k, size) in enumerate(zip(config.kernels(), plain_sides(INFO[config.dataset].shape[1],
-                                                                      config.conv_layers)), 1):
+    side = _image_side(config)
+    sizes = plain_sides(side, config.conv_layers)
+    keys = [f"kernel_{i}" if getattr(config, f"kernel_{i}") else "kernel" for i in range(1, config.conv_layers + 1)]
+    for i, (k, size, key) in enumerate(zip(config.kernels(), sizes, keys), 1):
         if k > 2 * size - 1:
-            key = f"kernel_{i}" if getattr(config, f"kernel_{i}") else "kernel"
+            largest = min(2 * s - 1 for s, other in zip(sizes, keys) if other == key)   # `kernel` sets many blocks
+            fewer = f"conv_layers <= {i - 1}" if i > 1 else "a larger image_size"
             raise ConfigError(f"parameter {key!r} = {k} does not fit the {size}x{size} feature map block {i} of "
-                              f"{config.conv_layers} sees ({config.dataset} images halved {i - 1} times; the kernel's "
-                              f"outer taps would see only padding); use a kernel <= {2 * size - 1} or fewer "
-                              f"conv_layers")
+                              f"{config.conv_layers} sees ({side}x{side} {config.dataset} images halved {i - 1} "
+                              f"times; the kernel's outer taps would see only padding); use {key} <= {largest} "
+                              f"or {fewer}")
 
 
 def params_digest(params: Mapping[str, Any]) -> str:
@@ -405,19 +486,10 @@ def params_digest(params: Mapping[str, Any]) -> str:
 def load_params_file(path: str) -> dict[str, Any]:
     """Read a params file (JSON, or YAML by extension; a baseline is one of these) into a dict, without its optional
     top-level "_comment". Raises OSError for an unreadable file, ConfigError for one that is not a mapping."""
-    with open(path) as fh:
-        text = fh.read()
-    if path.endswith((".yml", ".yaml")):
-        import yaml
-        try:
-            data = yaml.safe_load(text)     # plain data only: no tags that build Python objects
-        except yaml.YAMLError as err:
-            raise ConfigError(f"params file {path} is not plain YAML data: {' '.join(str(err).split())}") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"params file {path} is not valid JSON: {err}") from None
+    try:
+        data = read_data(path)   # a byte-order mark and CRLF ends accepted, a key given twice refused
+    except FileFormatError as err:
+        raise ConfigError(f"params file {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"params file {path} must hold a mapping of parameter names to values")
     data.pop("_comment", None)   # JSON has no comments: a params file may say where its values come from here

@@ -12,10 +12,16 @@ Missing files are downloaded with torchvision where a network exists (CNNSEARCH_
 The decoded uint8 tensors are cached under CNNSEARCH_CACHE (default ~/.cache/cnnsearch), keyed by the source files'
 paths, sizes and times; a file lock makes concurrent trials decode once and then all read the cache.
 
-    python -m trial.data fmnist      # decode (or find the cache) and print the split sizes
+A dataset that is not a name of the table is a path: a folder of images, a CSV manifest or an .npz, audited and
+decoded by trial/folder.py into the same kind of cache (its DatasetInfo built from the files).
+
+    python -m trial.data fmnist              # decode (or find the cache) and print the split sizes
+    python -m trial.data path/to/images      # audit a dataset given by path (and decode it): exit 1 if refused
+    python -m trial.data path/to/images --image_size 64 --resize_mode pad   # the audit under these config keys
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -55,11 +61,17 @@ class Splits:
     test_y: torch.Tensor
 
 
-def info(name: str) -> DatasetInfo:
-    """The table entry of dataset `name`; raises DatasetError naming the valid datasets for an unknown one."""
-    if name not in INFO:
-        raise DatasetError(f"unknown dataset {name!r}; valid datasets: {', '.join(INFO)}")
-    return INFO[name]
+def info(name: str, options=None) -> DatasetInfo:
+    """The table entry of dataset `name`, or for a path the DatasetInfo trial/folder.py builds from the files under
+    `options` (a folder.FolderOptions; the defaults when None), decoding them if they are not cached yet. Raises
+    DatasetError naming the valid datasets for a name that is neither, or the audit's refusal."""
+    if name in INFO:
+        return INFO[name]
+    if not Path(name).expanduser().exists():
+        raise DatasetError(f"unknown dataset {name!r}; valid datasets: {', '.join(INFO)}, or the path of an image "
+                           f"folder, a CSV manifest or an .npz file")
+    from . import folder
+    return folder.info(name, options)
 
 
 def candidate_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -314,6 +326,21 @@ class DatasetInfo:
     download_folder: str          # where torchvision's downloader is pointed, under the data directory
     mirror_safe: bool = True      # a horizontal mirror keeps every image's class (not for digits: a mirrored 2 is no
                                   # digit), so flip augmentation and mirror test-time augmentation may be used
+    imbalance: float = 1.0        # largest / smallest class in training (a dataset given by path); above
+                                  # folder.IMBALANCE_FLAG a report should lead with balanced accuracy
+    skipped_images: int = 0       # files left out because they do not decode (skip_bad_images)
+
+    @property
+    def from_path(self) -> bool:
+        """A dataset given by path (trial/folder.py), not a table entry."""
+        return self.name not in INFO
+
+    def metrics(self) -> dict:
+        """What a run's final metrics say about a dataset given by path (nothing for a table entry)."""
+        if not self.from_path:
+            return {}
+        return {"image_size": self.shape[1], "num_classes": len(self.classes), "class_imbalance": self.imbalance,
+                "skipped_images": self.skipped_images}
 
 
 _CIFAR_LAYOUTS = tuple(Layout(prefix + sub, files, reader) for prefix in ("CIFAR10/", "")
@@ -380,12 +407,18 @@ def available(data_dir: str | os.PathLike | None = None) -> list[str]:
     return [name for name in INFO if _locate(name, candidate_dirs(data_dir))]
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None, download: bool | None = None) -> Splits:
+def load(name: str, data_dir: str | os.PathLike | None = None, download: bool | None = None,
+         options=None) -> Splits:
     """The dataset as uint8 images [N, C, H, W] and int64 labels [N] (train and test), from the cache when it is
-    there, decoding the files (once, under a file lock) when not; downloads with torchvision where allowed. Raises
-    DatasetError for an unknown name, missing files (naming where it looked and the layouts it reads) or corrupt
-    files."""
-    info(name)
+    there, decoding the files (once, under a file lock) when not; downloads with torchvision where allowed. A path
+    is read by trial/folder.py under `options` (a folder.FolderOptions), its train split without a given val/.
+    Raises DatasetError for an unknown name, missing files (naming where it looked and the layouts it reads) or
+    corrupt files."""
+    if name not in INFO:
+        if not Path(name).expanduser().exists():
+            info(name)   # raises, naming the valid datasets
+        from . import folder
+        return folder.load(name, options).splits
     dirs = candidate_dirs(data_dir)
     found = _locate(name, dirs)
     if found is None:
@@ -440,8 +473,9 @@ def _validate(name: str, s: Splits, folder: Path) -> None:
         if tuple(x.shape[1:]) != shape or len(x) != len(y) or len(x) == 0:
             raise DatasetError(f"{folder}: {split} split has images {tuple(x.shape)} and {len(y)} labels; "
                                f"expected [N, {', '.join(map(str, shape))}] and N labels")
-        if int(y.min()) < 0 or int(y.max()) > 9:
-            raise DatasetError(f"{folder}: {split} labels must lie in 0..9, found {int(y.min())}..{int(y.max())}")
+        last = len(INFO[name].classes) - 1
+        if int(y.min()) < 0 or int(y.max()) > last:
+            raise DatasetError(f"{folder}: {split} labels must lie in 0..{last}, found {int(y.min())}..{int(y.max())}")
 
 
 # ---------------------------------------------------------------------------------------------------- splits on device
@@ -500,10 +534,14 @@ def background_fill(ds: DatasetInfo, device: torch.device | str = "cpu") -> torc
 
 
 def prepare(name: str, val_size: int, split_seed: int, device: torch.device, train_subset: int = 0,
-            data_dir=None, download=None, with_test: bool = True) -> DeviceData:
+            data_dir=None, download=None, with_test: bool = True, options=None) -> DeviceData:
     """The dataset on `device`, normalised: train (`train_subset` images when not 0) and validation carved from the
-    training split with `split_seed`, test apart (empty when `with_test` is False). Raises DatasetError for missing
-    or corrupt files and for a val_size that leaves no training image."""
+    training split with `split_seed`, test apart (empty when `with_test` is False). A path (trial/folder.py, under
+    `options`, a folder.FolderOptions) validates on its val/ split when it has one, else on a stratified draw of at
+    most val_size images. Raises DatasetError for missing or corrupt files and for a val_size that leaves no
+    training image."""
+    if name not in INFO:
+        return _prepare_path(name, val_size, split_seed, device, train_subset, with_test, options)
     s = load(name, data_dir, download)
     ds = INFO[name]
     train_idx, val_idx = split_indices(len(s.train_x), val_size, split_seed)
@@ -515,9 +553,65 @@ def prepare(name: str, val_size: int, split_seed: int, device: torch.device, tra
                       test_x, s.test_y.to(device) if with_test else s.test_y[:0], ds)
 
 
-if __name__ == "__main__":
-    for dataset in sys.argv[1:] or list(INFO):
+def _prepare_path(name: str, val_size: int, split_seed: int, device: torch.device, train_subset: int,
+                  with_test: bool, options) -> DeviceData:
+    from . import folder
+    fd = folder.load(name, options)
+    ds, s = fd.info, fd.splits
+    if fd.val_x is not None:
+        train_idx, val_x, val_y = torch.arange(len(s.train_x)), fd.val_x, fd.val_y
+        note = f"validation {len(val_y)} images of the dataset's own val split"
+    else:
+        train_idx, val_idx, note = folder.carve_validation(s.train_y, fd.train_groups, val_size, split_seed)
+        val_x, val_y = s.train_x[val_idx], s.train_y[val_idx]
+    if train_subset:
+        train_idx = train_idx[:train_subset]
+    print(f"[data] {name}: train {len(train_idx)}, {note}, test {len(s.test_y) if with_test else 'not loaded'}; "
+          f"{ds.shape[0]}x{ds.shape[1]}x{ds.shape[2]}, {len(ds.classes)} classes", file=sys.stderr)
+    test_x = normalise(s.test_x, ds, device) if with_test else s.test_x[:0].float()
+    return DeviceData(normalise(s.train_x[train_idx], ds, device), s.train_y[train_idx].to(device),
+                      normalise(val_x, ds, device), val_y.to(device),
+                      test_x, s.test_y.to(device) if with_test else s.test_y[:0], ds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m trial.data [NAME | PATH ...] [--KEY VALUE ...]`: a table name's split sizes, a path's audit (under
+    the config keys given, checked as the trial checks them); exit 1 when a dataset is refused or missing."""
+    import argparse
+
+    from . import folder
+    from .config import ConfigError, normalize
+    p = argparse.ArgumentParser(prog="python -m trial.data", description=__doc__.split("\n\n")[0])
+    p.add_argument("datasets", nargs="*", help=f"names ({', '.join(INFO)}; default: all) or paths")
+    for f in dataclasses.fields(folder.FolderOptions):
+        p.add_argument(f"--{f.name}", f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+                       metavar=type(f.default).__name__.upper())
+    args = p.parse_args(argv)
+    try:
+        keys = normalize({f.name: getattr(args, f.name) for f in dataclasses.fields(folder.FolderOptions)
+                          if getattr(args, f.name) is not None})
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    options = folder.FolderOptions(**keys)
+    status = 0
+    for dataset in args.datasets or list(INFO):
         t0 = time.perf_counter()
-        sp = load(dataset)
-        print(f"{dataset}: train {tuple(sp.train_x.shape)} test {tuple(sp.test_x.shape)} "
-              f"in {time.perf_counter() - t0:.2f}s")
+        try:
+            if dataset in INFO:
+                sp = load(dataset)
+                print(f"{dataset}: train {tuple(sp.train_x.shape)} test {tuple(sp.test_x.shape)} "
+                      f"in {time.perf_counter() - t0:.2f}s")
+                continue
+            found = folder.audit(dataset, options)
+        except DatasetError as err:
+            print(f"error: {err}", file=sys.stderr)
+            status = 1
+            continue
+        print("\n".join(found.lines()))
+        status = status or int(not found.ok)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

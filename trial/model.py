@@ -1,4 +1,4 @@
-"""The CNN, built from a TrialConfig: one of three families, chosen by `family` and shaped by config keys, so a JSON
+"""The CNN, built from a TrialConfig: one of four families, chosen by `family` and shaped by config keys, so a JSON
 search space can search across and within them (nested choices).
 
 - plain: conv blocks, then a dense head. A block is `convs_per_block` x (conv -> [batch norm] -> activation), then
@@ -8,8 +8,10 @@ search space can search across and within them (nested choices).
 - airbench: airbench94's network (trial/networks.py): a patch-whitening stem initialised from training images, then
   `conv_layers` conv-pool-norm-activation groups, a scaled linear head.
 - nas: the cell network an architecture search chose (trial/nas_space.py), from the `nas_arch` dict of labels.
-`width_mult` scales every family's channels. Names map to builders through the dicts below, the single source of what
-exists (the config accepts exactly their keys).
+`width_mult` scales every family's channels. Every family takes 1 or 3 channels (any count), square images of any
+side its downsampling allows (16..128 for a dataset given by path; trial/config.py refuses a config whose stages do not
+fit the dataset's side, naming the key) and ends in one logit per class of the dataset. Names map to builders through
+the dicts below, the single source of what exists (the config accepts exactly their keys).
 """
 from __future__ import annotations
 
@@ -18,16 +20,16 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from .nas_space import NasNet
-from .networks import AirbenchNet, ResidualNet
+from .networks import AirbenchNet, ResidualNet, gelu, relu, scaled
 
 if TYPE_CHECKING:
     from .config import TrialConfig
 
 ACTIVATIONS = {
-    "relu": lambda c: nn.ReLU(inplace=True),
+    "relu": relu,
     "leaky_relu": lambda c: nn.LeakyReLU(0.1, inplace=True),
     "prelu": lambda c: nn.PReLU(c),
-    "gelu": lambda c: nn.GELU(),
+    "gelu": gelu,
     "silu": lambda c: nn.SiLU(inplace=True),
     "elu": lambda c: nn.ELU(inplace=True),
     "tanh": lambda c: nn.Tanh(),
@@ -41,23 +43,24 @@ HEADS = {
 }
 
 
-def scaled(width: int, width_mult: float) -> int:
-    """A channel count times the width multiplier, rounded, at least 1."""
-    return max(1, round(width * width_mult))
-
-
-def build_model(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int = 10) -> nn.Module:
-    """The CNN `cfg` describes for images of `shape` (C, H, W): it maps normalised float images [N, C, H, W] to
-    logits [N, num_classes] (float32, or bfloat16 under autocast). Names come from FAMILIES, ACTIVATIONS, POOLS and
-    HEADS; trial.config.resolve has checked them (a KeyError here means a config that did not go through it).
-    Raises ValueError for a shape the architecture cannot take (e.g. more downsampling stages than the image
-    allows)."""
+def build_model(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int | None = None) -> nn.Module:
+    """The CNN `cfg` describes for images of `shape` (C, H, W; any C, any side the family's downsampling allows): it
+    maps normalised float images [N, C, H, W] to logits [N, num_classes] (float32, or bfloat16 under autocast).
+    `num_classes` None: the class count of cfg.dataset (the table's, or a dataset given by path's, read from its
+    cache). Names come from FAMILIES, ACTIVATIONS, POOLS and HEADS; trial.config.resolve has checked them (a KeyError
+    here means a config that did not go through it). Raises ValueError for a shape the architecture cannot take (e.g.
+    more downsampling stages than the image allows; trial.config refuses those for the dataset's own size)."""
+    if num_classes is None:
+        from .data import info
+        from .folder import FolderOptions
+        num_classes = len(info(cfg.dataset, FolderOptions.of(cfg)).classes)
     return FAMILIES[cfg.family](cfg, shape, num_classes)
 
 
 def plain_sides(side: int, blocks: int) -> list[int]:
     """The side of the square map each of `blocks` plain blocks sees, then the side after the last one: each block
-    pools (halving, floor) while its map is larger than 1x1. 28, 5 blocks -> [28, 14, 7, 3, 1, 1]."""
+    pools (halving, floor) while its map is larger than 1x1. 28, 5 blocks -> [28, 14, 7, 3, 1, 1]; 20, 4 blocks ->
+    [20, 10, 5, 2, 1]; 96, 2 blocks -> [96, 48, 24] (a `flatten` head then has 24 * 24 * channels inputs)."""
     sides = [side]
     for _ in range(blocks):
         sides.append(sides[-1] // 2 if sides[-1] > 1 else sides[-1])

@@ -7,15 +7,17 @@ operation set, ReLU-conv-BN ordering and separable/dilated convs; cells of nodes
 
     stem        conv 3x3 + BN to the first stage's width
     3 stages    stage 1 at full resolution; stages 2 and 3 start with a reduction (ReLU, conv 3x3 stride 2, BN) that
-                halves the map (28 -> 14 -> 7, 32 -> 16 -> 8) and changes the width; then `depth` cells at that width
+                halves the map, rounding up (28 -> 14 -> 7, 32 -> 16 -> 8; any side: 16 -> 8 -> 4, 96 -> 48 -> 24)
+                and changes the width; then `depth` cells at that width (every op keeps the map size, so any side
+                and channel count builds; compute grows with the side squared: 96x96 costs 9 times 32x32)
     cell        node 0 is the cell's input; node k (1..3) applies one op to one earlier node (node 1 to the input);
                 the cell's output is the sum of nodes 1..3. DARTS gives each node two inputs and concatenates; one
                 input and a sum keep every width a stage's own, so the width is searchable. With `cell_gate` the
                 output is x + g * sum, g a learnable scalar per cell starting at 0 (ReZero, Bachlechner et al. 2020,
                 arXiv:2003.04887): a path through every cell that does not depend on its ops, without which a
                 single-path supernet (RandomOneShot) stays at chance here (results/fmnist-nas-comparison/
-                oneshot_controls2.py); the cell starts as the identity.
-    head        ReLU, global average pool, dropout, linear
+                README.md); the cell starts as the identity.
+    head        ReLU, global average pool, dropout, linear (one logit per class, whatever the image size)
 
 An architecture is a dict of labels -> chosen candidates, the form nni.nas exports (`formatter="dict"`):
 
@@ -40,6 +42,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from .networks import scaled
+
 STAGES = 3
 NODES = 3                     # nodes per cell besides its input
 WIDTHS = ((16, 24, 32), (32, 48, 64), (64, 96, 128))   # channels per stage (before width_mult)
@@ -59,7 +63,7 @@ class Float32DilatedConv2d(nn.Conv2d):
     nn.Conv2d). For the dilated depthwise convs of `dil_conv_*`: torch 2.14.1's CPU bfloat16 kernel gives a wrong
     weight gradient (relative error 1.2-1.8 against float32) for a depthwise conv with dilation 2 on 32x32 channels-last
     maps (16x16 maps, dilation 1 and contiguous tensors are right); a network with such an op then stayed at chance
-    accuracy and its loss turned NaN (results/cifar10-nas-comparison/op_bf16_check.py). Same parameters and
+    accuracy and its loss turned NaN (`python -m experiments.studies.bf16_ops`). Same parameters and
     state-dict keys as nn.Conv2d; input [N, C, H, W] of any float dtype, output float32 on that path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -298,7 +302,7 @@ class FixedChoices:
         self.width_mult = width_mult
 
     def width(self, label: str, values: Sequence[int]) -> int:
-        return max(1, round(self.arch[label] * self.width_mult))
+        return scaled(self.arch[label], self.width_mult)
 
     def repeat(self, label: str, values: Sequence[int], block: Callable[[int], nn.Module]) -> nn.Module:
         return nn.Sequential(*(block(i) for i in range(self.arch[label])))
@@ -373,8 +377,8 @@ class NasNet(nn.Module):
     """The network of one architecture of the space (module docstring), in plain torch.
 
     Args:
-        shape: input (channels, height, width): (1, 28, 28) or (3, 32, 32); any size >= 1 works (the reductions
-            round up).
+        shape: input (channels, height, width): (1, 28, 28), (3, 32, 32), or a folder's (1 or 3, 16..128,
+            16..128); any channel count and size >= 1 works (the reductions round up).
         num_classes: logits.
         arch: labels -> choices (check_arch's rules; extra labels of inactive cells are ignored).
         width_mult: every stage width times this, rounded, at least 1 (1.0: the widths the architecture names).

@@ -1,4 +1,5 @@
-"""Two fixed network families for 28x28x1 (MNIST, Fashion-MNIST) and 32x32x3 (CIFAR-10) classification.
+"""Two fixed network families for image classification at any size: MNIST's 28x28x1 and CIFAR-10's 32x32x3, and a
+user's own folder of images resized to 16..128 pixels, 1 (grey) or 3 (RGB) channels, 2 to a few hundred classes.
 
 - `ResidualNet`: the CIFAR ResNet of He et al. 2016, "Deep Residual Learning for Image Recognition" (CVPR,
   arXiv:1512.03385, section 4.2), generalised to any number of stages, widths, both shortcut options (A: identity with
@@ -8,9 +9,11 @@
   three conv-pool-BN groups, global max pooling and a scaled linear head without bias.
 
 Both take images as float tensors [N, C, H, W], normalised per channel, in the model's dtype, in either memory format
-(channels_last included), and return logits [N, num_classes] in the same dtype. Neither has data-dependent Python
-control flow in `forward`, so `torch.export.export` traces them. `act` is a factory `Callable[[int], nn.Module]`
-taking the channel count (so `nn.PReLU(c)` works too).
+(channels_last included), and return logits [N, num_classes] in the same dtype. Their downsampling follows the input:
+`residual_max_stages` and `airbench_max_groups` say how many stages or groups an image side allows (trial/config.py
+refuses more in one line, naming `conv_layers`), and both end in a global pool, so the head's width never depends on
+the image size. Neither has data-dependent Python control flow in `forward`, so `torch.export.export` traces them.
+`act` is a factory `Callable[[int], nn.Module]` taking the channel count (so `nn.PReLU(c)` works too).
 
 Example (CIFAR ResNet-20 with the paper's option A shortcuts, and airbench94 on Fashion-MNIST):
 
@@ -33,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["relu", "gelu", "BasicBlock", "ResidualNet", "Whitening", "ConvGroup", "AirbenchNet"]
+__all__ = ["relu", "gelu", "scaled", "DOWNSAMPLES", "SHORTCUTS", "BasicBlock", "ResidualNet", "Whitening", "ConvGroup",
+           "AirbenchNet", "residual_max_stages", "airbench_max_groups"]
 
 Activation = Callable[[int], nn.Module]
 
@@ -70,16 +74,33 @@ def _check_common(num_classes: int, widths: Sequence[int], width_mult: float) ->
         raise ValueError(f"width_mult: must be > 0, got {width_mult}")
 
 
-def _scale(width: int, width_mult: float) -> int:
+def scaled(width: int, width_mult: float) -> int:
+    """A channel count times the width multiplier, rounded, at least 1 (every family's `width_mult`)."""
     return max(1, round(width * width_mult))
+
+
+def residual_max_stages(side: int) -> int:
+    """The most stages `ResidualNet` takes for an image side: stage 0 keeps the resolution and every later stage
+    halves it, rounding up, until 1x1 (16 -> 8 -> 4 -> 2 -> 1: 5 stages; 28 and 32: 6)."""
+    halvings = 0
+    while side > 1:
+        side, halvings = (side + 1) // 2, halvings + 1
+    return halvings + 1
+
+
+def airbench_max_groups(side: int) -> int:
+    """The most groups `AirbenchNet` takes for an image side: the 2x2 whitening stem takes one pixel off, then each
+    group halves the map, rounding down, and the map must stay at least 1x1 (16 -> 15 -> 7 -> 3 -> 1: 3 groups; 20, 28
+    and 32: 4; 64: 5; 128: 6). 0 for a side below 3."""
+    return max(side - 1, 1).bit_length() - 1
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Residual family (He et al. 2016)
 # ---------------------------------------------------------------------------------------------------------------------
 
+# the accepted names here and in trial.config (SHORTCUTS: with their builders, below), in the order messages list them
 DOWNSAMPLES = ("stride", "pool")
-SHORTCUTS = ("identity", "projection")
 
 
 class PadShortcut(nn.Module):
@@ -118,7 +139,7 @@ def _projection_shortcut(in_ch: int, out_ch: int, stride: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
 
 
-_SHORTCUT_BUILDERS = {"identity": _identity_shortcut, "projection": _projection_shortcut}
+SHORTCUTS = {"projection": _projection_shortcut, "identity": _identity_shortcut}   # name -> builder
 
 
 class BasicBlock(nn.Module):
@@ -162,7 +183,7 @@ class BasicBlock(nn.Module):
         self.act1 = act(out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch)
-        self.shortcut = _SHORTCUT_BUILDERS[shortcut](in_ch, out_ch, conv_stride)
+        self.shortcut = SHORTCUTS[shortcut](in_ch, out_ch, conv_stride)
         self.act2 = act(out_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,11 +200,11 @@ class ResidualNet(nn.Module):
     shortcut="identity")` (n = 3 gives ResNet-20, 0.27M parameters).
 
     Args:
-        shape: input (channels, height, width), e.g. (1, 28, 28) or (3, 32, 32).
+        shape: input (channels, height, width), e.g. (1, 28, 28) or (3, 32, 32); any C, H, W >= 1.
         num_classes: number of logits (>= 1).
         stem_width: channels of the stem, a 3x3 stride-1 conv + BN + act.
         depths: blocks per stage (each >= 1). Stage 0 keeps the resolution; every later stage halves it in its first
-            block, rounding up (28 -> 14 -> 7 -> 4 -> 2 -> 1).
+            block, rounding up (28 -> 14 -> 7 -> 4 -> 2 -> 1), so a side allows `residual_max_stages(side)` stages.
         widths: channels per stage, one per entry of depths.
         downsample, shortcut: see `BasicBlock`.
         act: activation factory `Callable[[int], nn.Module]` taking the channel count; default in-place ReLU.
@@ -224,19 +245,16 @@ class ResidualNet(nn.Module):
         _check_choice("shortcut", shortcut, SHORTCUTS)
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout: must be in [0, 1), got {dropout}")
-        halvings = 0    # how often min(H, W) can be halved (rounding up) before it is 1x1
-        side = min(height, width)
-        while side > 1:
-            side, halvings = (side + 1) // 2, halvings + 1
-        if len(depths) - 1 > halvings:
+        most = residual_max_stages(min(height, width))
+        if len(depths) > most:
             raise ValueError(f"depths: {len(depths)} stages halve the map {len(depths) - 1} times, but a "
-                             f"{height}x{width} input reaches 1x1 after {halvings}; use at most {halvings + 1} stages")
+                             f"{height}x{width} input reaches 1x1 after {most - 1}; use at most {most} stages")
 
-        stem = _scale(stem_width, width_mult)
+        stem = scaled(stem_width, width_mult)
         self.stem = nn.Sequential(nn.Conv2d(channels, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), act(stem))
         stages, in_ch = [], stem
         for index, (depth, w) in enumerate(zip(depths, widths)):
-            out_ch = _scale(w, width_mult)
+            out_ch = scaled(w, width_mult)
             blocks = [BasicBlock(in_ch if b == 0 else out_ch, out_ch, 2 if index > 0 and b == 0 else 1,
                                  downsample, shortcut, act) for b in range(depth)]
             stages.append(nn.Sequential(*blocks))
@@ -265,6 +283,9 @@ class ResidualNet(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------------
 # Fast-training family (airbench94)
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+PATCH_CHUNK = 1 << 26   # values of the patch matrix `init_whitening` holds at once (256 MB in float32)
 
 
 class Whitening(nn.Conv2d):
@@ -305,8 +326,9 @@ class Whitening(nn.Conv2d):
         Args:
             train_images: float tensor [N, in_ch, H, W] (H, W >= k), normalised as the training batches will be
                 (zero mean and unit std per channel, so S is the covariance); any device. A few thousand images are
-                enough (airbench94 uses 5000); memory is N * (H - k + 1) * (W - k + 1) * in_ch * k * k * 4 bytes
-                (5000 CIFAR images: 230 MB).
+                enough (airbench94 uses 5000). The patches are summed in chunks of at most PATCH_CHUNK values
+                (256 MB in float32: 5000 CIFAR images, 230 MB, are one chunk, as in airbench94; 5000 RGB images at
+                128x128, 3.9 GB of patches, are 15).
             eps: added to each eigenvalue, in units of the patch covariance (squared normalised pixel values);
                 airbench94's 5e-4. Larger values damp the directions of smallest variance (pixel noise).
 
@@ -324,8 +346,15 @@ class Whitening(nn.Conv2d):
                              f"{train_images.dtype} {list(train_images.shape)}")
         if eps < 0:
             raise ValueError(f"eps: must be >= 0, got {eps}")
-        patches = train_images.unfold(2, kh, 1).unfold(3, kw, 1).transpose(1, 3).reshape(-1, in_ch * kh * kw).float()
-        covariance = patches.T @ patches / len(patches)
+        dim = in_ch * kh * kw
+        per_image = (train_images.shape[2] - kh + 1) * (train_images.shape[3] - kw + 1) * dim
+        step = max(1, PATCH_CHUNK // per_image)
+        total, count = None, 0
+        for chunk in train_images.split(step):
+            patches = chunk.unfold(2, kh, 1).unfold(3, kw, 1).transpose(1, 3).reshape(-1, dim).float()
+            part = patches.T @ patches
+            total, count = part if total is None else total + part, count + len(patches)
+        covariance = total / count
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance, UPLO="U")
         # eigh sorts ascending; airbench flips to descending so the first filters carry the largest variance
         eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.T.flip(0)
@@ -396,12 +425,15 @@ class AirbenchNet(nn.Module):
 
     Source: `make_net` and `hyp['net']` in airbench94.py (URL in the module docstring); the defaults are its values.
     airbench's fixed MaxPool2d(3) becomes a global max pool so that any input size works: 32x32 -> 31 -> 15 -> 7 -> 3
-    and 28x28 -> 27 -> 13 -> 6 -> 3, both then 1.
+    and 28x28 -> 27 -> 13 -> 6 -> 3, both then 1; 16x16 -> 15 -> 7 -> 3 -> 1 takes 3 groups at most, 128x128 takes
+    up to 6 (`airbench_max_groups`). The stem whitens the 2x2 patches of any channel count: 2 * C * 4 filters (8 for
+    grey images, 24 for RGB).
 
     Args:
-        shape: input (channels, height, width), e.g. (3, 32, 32) or (1, 28, 28).
+        shape: input (channels, height, width), e.g. (3, 32, 32) or (1, 28, 28); any C >= 1, H, W >= 3.
         num_classes: number of logits (>= 1).
-        widths: channels of each ConvGroup (airbench94: 64, 256, 256); any number of groups the input allows.
+        widths: channels of each ConvGroup (airbench94: 64, 256, 256); any number of groups the input allows
+            (`airbench_max_groups`).
         bn_momentum: airbench's convention (weight on the old running statistics), see `ConvGroup`.
         scaling_factor: dimensionless multiplier on the logits (airbench94: 1/9).
         act: activation factory `Callable[[int], nn.Module]` taking the channel count; default GELU.
@@ -424,17 +456,17 @@ class AirbenchNet(nn.Module):
         super().__init__()
         channels, height, width = _check_shape(shape)
         _check_common(num_classes, widths, width_mult)
-        side = min(height, width) - 1    # the 2x2 whitening conv has no padding
-        if side < 1 or side >> len(widths) < 1:
+        most = airbench_max_groups(min(height, width))
+        if len(widths) > most:
+            side = min(height, width) - 1    # the 2x2 whitening conv has no padding
             raise ValueError(f"widths: {len(widths)} groups halve the map {len(widths)} times, too many for a "
-                             f"{height}x{width} input (after the stem: {side}x{side}); use at most "
-                             f"{max(side, 1).bit_length() - 1} groups")
+                             f"{height}x{width} input (after the stem: {side}x{side}); use at most {most} groups")
         self.scaling_factor = scaling_factor
         self.whiten = Whitening(channels, kernel_size=2)
         self.act = act(self.whiten.out_channels)
         groups, in_ch = [], self.whiten.out_channels
         for w in widths:
-            out_ch = _scale(w, width_mult)
+            out_ch = scaled(w, width_mult)
             groups.append(ConvGroup(in_ch, out_ch, bn_momentum, act))
             in_ch = out_ch
         self.groups = nn.Sequential(*groups)

@@ -78,19 +78,43 @@ class Schedule:
             self.scheduler.load_state_dict(state)
 
 
-# (optimizer, config, total training steps) -> Schedule
+ONECYCLE_WARMUP = 0.25   # the fraction of the steps one-cycle warms up over
+
+
+def onecycle(opt: torch.optim.Optimizer, total: int) -> Schedule:
+    """One-cycle (Smith & Topin 2017): a quarter of the steps warming up, each group peaking at its own lr.
+    OneCycleLR's warm-up ends at step ONECYCLE_WARMUP * total - 1, and it divides by the length of each phase: where
+    that end is step 0 itself (a run of 4 steps, as `--smoke` makes) the warm-up has no length (ZeroDivisionError).
+    There it ends a hair before step 0, so the first step is at the peak, as OneCycleLR has it for 1 to 3 steps (a
+    warm-up ending before step 0); every other total keeps OneCycleLR's own schedule, step for step."""
+    pct = ONECYCLE_WARMUP * (1 - 1e-6) if abs(ONECYCLE_WARMUP * total - 1) < 1e-9 else ONECYCLE_WARMUP
+    return Schedule(torch.optim.lr_scheduler.OneCycleLR(opt, [g["lr"] for g in opt.param_groups], total_steps=total,
+                                                        pct_start=pct), per_batch=True)
+
+
+def warmup_linear(opt: torch.optim.Optimizer, c: TrialConfig, total: int) -> Schedule:
+    """A linear rise from lr_start_factor to the peak over warmup_fraction of the steps, then a linear decay to
+    lr_end_factor (airbench94's triangle: 0.2 -> 1 over 23% of the steps -> 0.07). A warm-up of 0 starts at the
+    peak and only decays, one of 1 only rises (np.interp needs the points strictly in order: neither is given it)."""
+    peak = c.warmup_fraction * total
+    if peak <= 0:
+        points, factors = [0, total], [1.0, c.lr_end_factor]
+    elif peak >= total:
+        points, factors = [0, total], [c.lr_start_factor, 1.0]
+    else:
+        points, factors = [0, peak, total], [c.lr_start_factor, 1.0, c.lr_end_factor]
+    return Schedule(torch.optim.lr_scheduler.LambdaLR(opt, lambda step: float(np.interp(step, points, factors))),
+                    per_batch=True)
+
+
+# (optimizer, config, total training steps) -> Schedule; every one is correct for any total of 1 step or more
+# (tests/test_optim.py steps each through 1 to 5)
 SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, TrialConfig, int], Schedule]] = {
     "plateau": lambda opt, c, total: Schedule(torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, "max", factor=c.lr_factor, patience=c.lr_patience)),
     "cosine": lambda opt, c, total: Schedule(torch.optim.lr_scheduler.CosineAnnealingLR(opt, total), per_batch=True),
-    # one-cycle (Smith & Topin 2017) with a quarter of the steps warming up; each group peaks at its own lr
-    "onecycle": lambda opt, c, total: Schedule(torch.optim.lr_scheduler.OneCycleLR(
-        opt, [g["lr"] for g in opt.param_groups], total_steps=total, pct_start=0.25), per_batch=True),
-    # linear rise from lr_start_factor to the peak over warmup_fraction of the steps, then linear decay to
-    # lr_end_factor (airbench94's triangle: 0.2 -> 1 over 23% of the steps -> 0.07)
-    "warmup_linear": lambda opt, c, total: Schedule(torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: float(np.interp(step, [0, c.warmup_fraction * total, total],
-                                          [c.lr_start_factor, 1.0, c.lr_end_factor]))), per_batch=True),
+    "onecycle": lambda opt, c, total: onecycle(opt, total),
+    "warmup_linear": warmup_linear,
     "constant": lambda opt, c, total: Schedule(),
 }
 

@@ -16,10 +16,11 @@ NNI's semantics (randint's upper bound exclusive; loguniform bounds are values, 
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 from typing import Any
+
+from .files import FileFormatError, closest, read_json
 
 TYPES = ("choice", "randint", "uniform", "quniform", "loguniform", "qloguniform", "normal", "qnormal", "lognormal",
          "qlognormal")
@@ -50,7 +51,8 @@ def _check_entry(path: str, spec: Any) -> None:
                                f"got {spec!r}")
     kind, values = spec["_type"], spec["_value"]
     if kind not in TYPES:
-        raise SearchSpaceError(f"search-space entry {path!r} has unknown _type {kind!r}; valid: {', '.join(TYPES)}")
+        raise SearchSpaceError(f"search-space entry {path!r} has unknown _type {kind!r}{closest(kind, TYPES)}; "
+                               f"valid: {', '.join(TYPES)}")
     if not isinstance(values, list):
         raise SearchSpaceError(f"search-space entry {path!r}: _value must be a list, got {values!r}")
     if kind == "choice":
@@ -182,10 +184,9 @@ def sample(space: dict, rng: random.Random) -> dict:
 def load_space(path: str) -> dict:
     """Read and validate a search-space JSON file. Raises SearchSpaceError (one line: the file and what is wrong)."""
     try:
-        with open(path) as fh:
-            space = json.load(fh)
-    except json.JSONDecodeError as err:
-        raise SearchSpaceError(f"search space {path} is not valid JSON: {err}") from None
+        space = read_json(path)   # a byte-order mark and CRLF ends accepted, a key given twice refused
+    except FileFormatError as err:
+        raise SearchSpaceError(f"search space {err}") from None
     except OSError as err:
         raise SearchSpaceError(f"search space {path} cannot be read: {err.strerror}") from None
     try:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 import json
 import math
 import platform
 import random
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +33,9 @@ from . import resume
 from .augment import training_transform
 from .averaging import EMA, Lookahead, weight_average
 from .config import ConfigError, TrialConfig
-from .inference import evaluate
+from .files import json_text, make_dir, remove_file, write_file, write_files
+from .folder import FolderOptions
+from .inference import evaluate, infer
 from .model import build_model, count_parameters
 from .networks import AirbenchNet
 from .optim import LOSSES, OPTIMIZERS, SCHEDULES, Loss, Schedule, param_groups
@@ -41,6 +46,48 @@ WHITENING_IMAGES = 5000   # training images the airbench stem's whitening is com
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite; the message names the loss and the learning rate."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised between batches once SIGINT or SIGTERM has asked the run to stop (see StopRequest)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """What `train` raises once an interrupted run has kept what it trained: `signum` is the signal (SIGINT: Ctrl-C;
+    SIGTERM: `kill`, NNI, a batch scheduler); the entry point exits with 128 + signum (130 for Ctrl-C). `said`: the
+    line saying what was kept has been printed (not when a second signal, or one outside the epochs, stopped it)."""
+
+    def __init__(self, signum: int, said: bool = False):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.said = signum, said
+
+
+class StopRequest:
+    """SIGINT and SIGTERM while `train` runs. While the epochs run (`armed`) the first is only noted: the loop stops
+    before its next batch, and the run keeps what it trained; a second signal, or one at any other time (loading the
+    data, saving), raises Interrupted at once, as Ctrl-C does in Python. Installed in the main thread only, and only
+    over Python's default handlers (a caller's own handler is left alone); the previous handlers are restored."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.armed = False
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) in (signal.default_int_handler, signal.SIG_DFL):
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+    def _handle(self, signum: int, frame) -> None:
+        if not self.armed or self.signum is not None:
+            raise Interrupted(signum)
+        self.signum = signum
 
 
 @dataclass
@@ -106,13 +153,16 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
 
 def train_epoch(net: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule, loss: Loss,
                 epoch_batches: Iterator[tuple[torch.Tensor, torch.Tensor]], amp: bool = False, progress=None,
-                average: EMA | Lookahead | None = None) -> float:
+                average: EMA | Lookahead | None = None, stop: StopRequest | None = None) -> float:
     """One pass over `epoch_batches`; returns the mean training loss. `average`, an average of the weights
     (trial/averaging.py), is updated after every step. Raises TrainingDiverged when the loss is not finite (checked
-    once per epoch: a check per batch would wait for the GPU at every step)."""
+    once per epoch: a check per batch would wait for the GPU at every step), TrainingInterrupted before a batch once
+    `stop` has noted a signal."""
     net.train()
     total, seen = None, 0
     for x, y in epoch_batches:
+        if stop is not None and stop.signum is not None:
+            raise TrainingInterrupted
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             batch_loss = loss(net(x), y)
         opt.zero_grad(set_to_none=True)
@@ -129,6 +179,18 @@ def train_epoch(net: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule, 
     if not math.isfinite(mean):
         raise TrainingDiverged(f"training loss became {mean} at learning rate {opt.param_groups[0]['lr']:.3g}")
     return mean
+
+
+def validate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Loss, amp: bool = False,
+             tta: str = "none") -> dict:
+    """Loss, accuracy and balanced accuracy (the mean recall over the classes present in y, as scikit-learn's
+    balanced_accuracy_score) of `model` on a whole split x [N, C, H, W], y [N], from one pass of trial.inference.infer."""
+    logits = infer(model, x, amp, tta)
+    hit = logits.argmax(1) == y
+    counts = torch.bincount(y, minlength=logits.shape[1])
+    recall = torch.bincount(y[hit], minlength=logits.shape[1]).float() / counts.clamp_min(1)
+    return {"loss": float(loss(logits, y)), "accuracy": float(hit.float().mean()),
+            "balanced_accuracy": float(recall[counts > 0].mean())}
 
 
 def seed_everything(seed: int) -> None:
@@ -149,8 +211,22 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     and saves its own state after every epoch. A loss that turns NaN ends the run early with the best weights so far,
     `diverged` True, `diverged_epoch` and `default` 0.0 (ranked last by a tuner, never NaN) in the metrics. Raises
     ConfigError for an unusable device or an out-of-memory error in training (one line: the batch size and the
-    parameter count) and trial.data.DatasetError for missing or corrupt data."""
+    parameter count), trial.data.DatasetError for missing or corrupt data, and trial.files.OutputError (one line:
+    the path and the cause) for an output that cannot be written: config.json is written before training starts,
+    metrics.jsonl after every epoch, final.json last, each whole or not at all (trial/files.py).
+
+    Interrupted (SIGINT: Ctrl-C, or SIGTERM) while the epochs run, the run stops before its next batch, keeps what it
+    trained as the NaN path does (the best weights so far, or the last with keep "last"), writes final.json with
+    `interrupted` (the signal's name) and says so in one line naming the folder; then raises Interrupted."""
+    with StopRequest() as stop:
+        return _train(cfg, report, data, output_dir, data_dir, progress, resume_from, stop)
+
+
+def _train(cfg: TrialConfig, report: Report | None, data: data_mod.DeviceData | None, output_dir: str | Path | None,
+           data_dir: str | None, progress: bool, resume_from: str | Path | None, stop: StopRequest) -> TrainResult:
     start = time.perf_counter()
+    # an output folder that cannot be written is found before training, not after it
+    out = start_outputs(Path(output_dir), cfg) if output_dir is not None else None
     device = pick_device(cfg.device)
     if cfg.threads:
         # concurrent trials on one CPU: each with every core's worth of threads runs many times slower
@@ -160,9 +236,9 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
         torch.backends.cudnn.benchmark = True
     seed_everything(cfg.seed)
     d = data or data_mod.prepare(cfg.dataset, cfg.val_size, cfg.split_seed, device, cfg.train_subset, data_dir,
-                                 with_test=cfg.eval_test)
+                                 with_test=cfg.eval_test, options=FolderOptions.of(cfg))
     # channels-last convolutions are faster on GPUs and on CPUs alike (oneDNN), most of all with bfloat16
-    model = build_model(cfg, d.info.shape).to(device, memory_format=torch.channels_last)
+    model = build_model(cfg, d.info.shape, len(d.info.classes)).to(device, memory_format=torch.channels_last)
     if isinstance(model, AirbenchNet):
         model.init_whitening(d.train_x[:WHITENING_IMAGES])
     # `net` runs the batches; `model` owns the weights (a compiled wrapper would prefix every state-dict key)
@@ -185,15 +261,18 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
             report({**metrics, "resumed": 1})
     if bar is not None:
         bar.update(resumed_from * len(d.train_x))
+    stop.armed = True
     for epoch in range(resumed_from + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         if isinstance(model, AirbenchNet):   # airbench94 trains the whitening bias for its first epochs only
             model.set_whitening_bias_trainable(epoch <= cfg.whiten_bias_epochs)
         try:
             train_loss = train_epoch(net, opt, schedule, loss, batches(d.train_x, d.train_y, cfg.batch_size,
-                                                                       transform), amp, bar, average)
+                                                                       transform), amp, bar, average, stop)
         except TrainingDiverged as err:
             diverged, diverged_epoch = f"{err} in epoch {epoch}; {divergence_advice(cfg, amp)}", epoch
+            break
+        except TrainingInterrupted:
             break
         except torch.OutOfMemoryError:
             raise ConfigError(f"out of memory on {device} training a model of {count_parameters(model):,} "
@@ -201,11 +280,14 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
                               f"use a device with more memory") from None
         metrics = {"train_loss": train_loss, "lr": opt.param_groups[0]["lr"], "epoch": epoch}
         if cfg.val_every_epoch or epoch == cfg.epochs:
-            val = evaluate(scored, d.val_x, d.val_y, loss, amp, cfg.tta)
-            schedule.after_epoch(val["accuracy"])
-            metrics = {"default": val["accuracy"], "val_loss": val["loss"], **metrics}
-            if val["accuracy"] > state.best_acc:
-                state.best_acc, state.best_epoch, state.stale = val["accuracy"], epoch, 0
+            val = validate(scored, d.val_x, d.val_y, loss, amp, cfg.tta)
+            score = val[cfg.metric]   # what the tuner sees, and what keeps the best weights
+            schedule.after_epoch(score)
+            both = {"val_accuracy": val["accuracy"], "val_balanced_accuracy": val["balanced_accuracy"]} \
+                if d.info.from_path or cfg.metric != "accuracy" else {}
+            metrics = {"default": score, "val_loss": val["loss"], **both, **metrics}
+            if score > state.best_acc:
+                state.best_acc, state.best_epoch, state.stale = score, epoch, 0
                 if cfg.keep == "best":
                     # from the plain module: a compiled wrapper would prefix every key
                     state.best_state = copy.deepcopy((average.scored(model) if average else model).state_dict())
@@ -213,6 +295,8 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
                 state.stale += 1
         metrics["epoch_seconds"] = time.perf_counter() - t0
         state.history.append(metrics)
+        if out is not None:   # the curve so far, on disk as it grows
+            write_file(out / "metrics.jsonl", jsonl(state.history))
         if bar is not None:
             bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}",
                             **({"val_acc": f"{metrics['default']:.4f}"} if "default" in metrics else {}))
@@ -222,6 +306,8 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
             resume.save(Path(resume_from), cfg, epoch, model, opt, schedule, state, average)
         if cfg.patience and state.stale >= cfg.patience:
             break
+    stop.armed = False
+    interrupted = signal.Signals(stop.signum).name if stop.signum is not None else None
     if bar is not None:
         bar.close()
 
@@ -234,17 +320,36 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
              "best_epoch": state.best_epoch, "epochs_run": len(state.history), "resumed_from_epoch": resumed_from,
              "params": count_parameters(model), "train_seconds": time.perf_counter() - start,
              "startup_seconds": startup, "device": str(device), "bf16_autocast": amp, **hardware(device),
-             "diverged": diverged is not None}
-    if cfg.eval_test and kept is not None:
+             "diverged": diverged is not None, **d.info.metrics(),
+             **({"metric": cfg.metric} if cfg.metric != "accuracy" else {})}   # best_val_accuracy is of this metric
+    if cfg.eval_test and kept is not None and not interrupted:
         final["test_accuracy"] = evaluate(net, d.test_x, d.test_y, loss, amp, cfg.tta)["accuracy"]
     if diverged:
         print(f"[train] {diverged}", file=sys.stderr)
         # the tuner sees a real number that ranks the run last (never NaN), and why: the epoch it diverged in; the
         # best accuracy before that stays in best_val_accuracy, the reason in words in final.json's "error"
         final.update(default=0.0, diverged_epoch=diverged_epoch, error=diverged)
-    if output_dir is not None:
-        save_run(Path(output_dir), cfg, state.history, final, kept)
+    if interrupted:
+        final.update(interrupted=interrupted, error=f"interrupted by {interrupted} after {len(state.history)} "
+                                                   f"epoch(s)")
+    if out is not None:
+        save_run(out, cfg, state.history, final, kept)
+    if interrupted:
+        print(f"[train] {interrupted_line(final, cfg, out, kept is not None)}", file=sys.stderr)
+        raise Interrupted(stop.signum, said=True)
     return TrainResult(model.eval(), final, state.history, cfg)
+
+
+def interrupted_line(final: dict, cfg: TrialConfig, out: Path | None, weights: bool) -> str:
+    """One line for a run stopped by a signal: after how many epochs, and where what it trained is."""
+    said = f"stopped by {final['interrupted']} after {final['epochs_run']} epoch(s)"
+    if out is None:
+        return f"{said}; no output folder was given: nothing kept"
+    if not weights:
+        return f"{said}: no epoch finished, no weights kept; {out / 'final.json'} marked interrupted"
+    which = (f"the best weights so far (epoch {final['best_epoch']}, validation accuracy "
+             f"{final['best_val_accuracy']:.4f})" if cfg.keep == "best" else "the weights when it stopped")
+    return f"{said}: {which} kept in {out / 'best.pt'}; {out / 'final.json'} marked interrupted"
 
 
 def divergence_advice(cfg: TrialConfig, amp: bool) -> str:
@@ -271,14 +376,34 @@ def hardware(device: torch.device) -> dict:
     return info
 
 
+def start_outputs(out: Path, cfg: TrialConfig) -> Path:
+    """Make the output folder and write config.json, before any training. The final.json and best.pt of an earlier
+    run there go first: the folder now holds this run, and final.json marks its outputs complete. Raises OutputError
+    (the path and the cause)."""
+    make_dir(out)
+    for name in ("final.json", "best.pt"):
+        remove_file(out / name)
+    write_file(out / "config.json", json_text(cfg.to_dict()))
+    return out
+
+
+def jsonl(records: list[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
 def save_run(out: Path, cfg: TrialConfig, history: list[dict], final: dict, state: dict | None) -> None:
-    """The resolved config, the per-epoch metrics and the kept weights (with their config, loadable alone)."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    (out / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in history))
-    (out / "final.json").write_text(json.dumps(final, indent=2) + "\n")
+    """The resolved config, the per-epoch metrics and the kept weights (with their config, loadable alone), then
+    final.json: each file whole or not at all, final.json only once every other is in place (trial.files.write_files),
+    so that a folder with a final.json holds every output of its run. Raises OutputError (the path and the cause)."""
+    files = {out / "config.json": json_text(cfg.to_dict()), out / "metrics.jsonl": jsonl(history)}
     if state is not None:
-        torch.save({"config": cfg.to_dict(), "state_dict": state, "metrics": final}, out / "best.pt")
+        buffer = io.BytesIO()   # serialised here: a full disk then fails as an OSError that names its cause
+        torch.save({"config": cfg.to_dict(), "state_dict": state, "metrics": final}, buffer)
+        files[out / "best.pt"] = buffer.getvalue()
+    else:
+        remove_file(out / "best.pt")   # an earlier run's weights are not this run's
+    files[out / "final.json"] = json_text(final)
+    write_files(files)
 
 
 def _process_start() -> float:

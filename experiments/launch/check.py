@@ -2,41 +2,64 @@
 
     python -m experiments.check nni_configs/fmnist.yml                 # before `nnictl create`
     python -m experiments.check nni_configs/fmnist.yml --draws 300
-    python -m experiments.check --experiment q1d084i3                  # is its tuner/assessor still alive?
+    python -m experiments.check nni_configs/fmnist.yml --port 8080     # ... and is that port free?
+    python -m experiments.check --experiment q1d084i3                  # is it alive? every log's first error
 
 Before anything starts, it checks, with NNI's own code where NNI has it:
-1. the YAML (read with `yaml.safe_load`) with NNI's config classes (`ExperimentConfig.load`, `canonical_copy`);
+1. the YAML (read with `trial.files.read_yaml`: a key given twice refused) with NNI's config classes (`ExperimentConfig.load`, `canonical_copy`);
 2. the search space (trial.search_space.validate: NNI's validation and the tuners' own parser and draw);
 3. the trial command: `python -m trial ...` flags parsed by the trial's own parser, its `--params` file read;
 4. the configured tuner itself, built from the YAML as NNI builds it (built-in name or codeDirectory + className,
    classArgs), asked for `--draws` parameter sets, each resolved with the command's flags into a TrialConfig (every
-   key must be a trial parameter, every value one that can train); the assessor is built too (its classArgs).
-Each problem is one line; the exit status is 1 when there is any. `experiments.secure ... create` and the launchers
-run it first and refuse to start a doomed experiment.
+   key must be a trial parameter, every value one that can train); the assessor is built too (its classArgs);
+5. what would make every trial fail, or the search silently wrong: a tuner or assessor left at (or set to) an
+   optimize_mode of minimize (NNI's TPE defaults to it; trials report validation accuracy); a trial command that
+   cannot be parsed, or whose flags fix what the tuner varies (a flag outranks sampled parameters: `--epochs` under
+   Hyperband/BOHB, whose budget is the epoch count); a local trial interpreter (the command's `python`, found in the
+   PATH trials inherit) that cannot import torch and nni; GPUs asked for where none is visible, or more than there
+   are; a trialCodeDirectory, as NNI resolves it (from the YAML's own folder), without the trial package; the
+   experiment working directory or nnictl's registry (~/nni-experiments) not writable; with `--port`, the port (and,
+   for a remote experiment, the next one) taken;
+6. a dataset given by path (`--dataset PATH`, relative to trialCodeDirectory, where trials run): its audit
+   (trial/folder.py, under the command's image keys), whose refusal (files that do not decode, an image in two
+   splits, a class too small) every trial would meet; the decode it makes is cached for the trials.
+Each problem is one line with the fix; the exit status is 1 when there is any. `experiments.secure ... create` and
+the launchers run it first and refuse to start a doomed experiment.
 
 NNI 3.0 leaves an experiment whose tuner (dispatcher) died showing RUNNING, with no new trials, the error only in
-`<experiment dir>/log/dispatcher.log`: `dispatcher_error` reads it back, `--experiment ID` prints it, and the secure
-starter watches the first seconds of a new experiment for it.
+`<experiment dir>/log/dispatcher.log`, and a manager killed or crashed still RUNNING in nnictl's registry:
+`--experiment ID` (experiments/launch/health.py) asks the manager (its pid, its REST API) whether it is alive and
+names the first error of the manager's log, the dispatcher's log and the failed trials' stderr; a stopped or dead
+experiment is never called healthy (exit status 1).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import io
 import logging
+import os
 import re
 import shlex
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from experiments.results.export import experiment_dir
-from trial.config import ConfigError, load_params_file, resolve
+from trial import REPO
+from trial.config import ALIASES, ConfigError, flatten_params, load_params_file, resolve
+from trial.files import FileFormatError, read_yaml
 from trial.search_space import SearchSpaceError, load_space, sample, validate
 
 DRAWS = 300
+BUDGET_TUNERS = ("Hyperband", "BOHB")   # advisors whose budget reaches the trial as TRIAL_BUDGET, the epoch count
+# platforms for which NNI's launcher also needs the port after the REST port (nni/experiment/launcher.py)
+NEXT_PORT_PLATFORMS = ("hybrid", "remote", "openpai", "kubeflow", "frameworkcontroller", "adl")
 
 
 @dataclass
@@ -54,10 +77,203 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+def _command_words(command: str) -> list[str] | str:
+    """The trial command split as the trial's shell splits it, or a problem line."""
+    try:
+        words = shlex.split(command)
+    except ValueError as err:
+        return f"trialCommand cannot be parsed ({err}: check its quotes): {command!r}"
+    return words or "trialCommand is empty"
+
+
+def _interpreter_problem(words: list[str], code_dir: Path) -> str | None:
+    """A local trial runs its command in bash, in trialCodeDirectory, with the environment of the process that starts
+    NNI: the command's interpreter, found in that PATH, must import torch and nni, or every trial fails."""
+    words = list(words)
+    while words and (words[0] == "env" or re.match(r"^[A-Za-z_]\w*=", words[0])):
+        words.pop(0)
+    if not words:
+        return None
+    exe = words[0]
+    path = (exe if os.path.isabs(exe) else str(code_dir / exe)) if "/" in exe else shutil.which(exe)
+    fix = (f"activate the project's virtualenv before starting, or name its interpreter in trialCommand (e.g. "
+           f"{sys.executable} -m trial ...)")
+    if not path or not os.access(path, os.X_OK):
+        return f"trialCommand's interpreter {exe!r} is not found in the PATH trials get: {fix}"
+    try:
+        prefix = subprocess.run([path, "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True,
+                                timeout=60, cwd=code_dir if code_dir.is_dir() else None).stdout.strip()
+        if prefix == sys.prefix:      # this very environment, which runs the check with torch and nni imported
+            return None
+        probe = subprocess.run([path, "-c", "import torch, nni"], capture_output=True, text=True, timeout=300,
+                               cwd=code_dir if code_dir.is_dir() else None)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"trialCommand's interpreter {path} cannot be run ({_one_line(err)}): {fix}"
+    if probe.returncode != 0:
+        lines = probe.stderr.strip().splitlines() or [f"exit status {probe.returncode}"]
+        return (f"trialCommand's `{exe}` is {path}, which cannot import torch and nni ({lines[-1].strip()}): every "
+                f"trial would fail; {fix}")
+    return None
+
+
+def _visible_gpus() -> tuple[int, str]:
+    """(GPUs NNI's local service can use, why none) : NNI collects them through NVML (the NVIDIA driver's library),
+    trials through torch."""
+    import ctypes
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return 0, "no NVIDIA driver: NVML's libnvidia-ml.so.1 is not found"
+    import torch
+    count = torch.cuda.device_count()
+    return count, "" if count else "torch sees no CUDA device"
+
+
+def _gpu_problem(canon) -> str | None:
+    """trialGpuNumber / gpuIndices on the local service where the GPUs are not there: NNI's manager shuts itself down
+    seconds after the start ('Failed to collect GPU info'), or its trials wait forever (NNI 3.0's local scheduler,
+    nni_node/common/trial_keeper/task_scheduler/scheduler.js, never starts a trial whose share,
+    trialGpuNumber / maxTrialNumberPerGpu, is as many GPUs as the machine has or more)."""
+    service = canon.training_service
+    wanted = getattr(service, "trial_gpu_number", None) or canon.trial_gpu_number
+    indices = getattr(service, "gpu_indices", None)
+    if not wanted and not indices:
+        return None
+    count, why = _visible_gpus()
+    if not count:
+        return (f"trialGpuNumber: {wanted} asks for a GPU, but this machine has none ({why}): NNI's manager would shut "
+                f"itself down seconds after the start ('Failed to collect GPU info'); remove trialGpuNumber (a trial's "
+                f"device 'auto' still uses CUDA where there is one)")
+    per_gpu = getattr(service, "max_trial_number_per_gpu", None) or 1
+    if wanted and wanted / per_gpu >= count:
+        return (f"trialGpuNumber: {wanted} with maxTrialNumberPerGpu: {per_gpu} asks {wanted / per_gpu:g} GPU(s) a trial "
+                f"of the {count} visible, and NNI 3.0's local scheduler never starts a trial that asks for all the "
+                f"GPUs or more: every trial would wait forever; ask for fewer, or let trials share a GPU "
+                f"(maxTrialNumberPerGpu: 2)")
+    if indices and max(indices) >= count:
+        return f"gpuIndices {list(indices)} but {count} GPU(s) are visible (indices 0..{count - 1})"
+    return None
+
+
+def port_taken(port: int) -> bool:
+    """Is something listening on the port (what NNI's launcher asks), or bound to it (the manager then cannot)?"""
+    with socket.socket() as s:
+        s.settimeout(1)
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            return True
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", port))
+        except OSError:
+            return True
+    return False
+
+
+def _port_problem(port: int, platform: str) -> str | None:
+    if port_taken(port):
+        also = f" (NNI also needs {port + 1} for a {platform} experiment)" if platform in NEXT_PORT_PLATFORMS else ""
+        return f"port {port} is taken{also}: pick another --port"
+    if platform in NEXT_PORT_PLATFORMS and port_taken(port + 1):
+        return (f"port {port + 1} is taken, and NNI needs the port after --port {port} for a {platform} experiment: "
+                f"pick another --port")
+    return None
+
+
+def _code_dir_problem(raw: dict, code_dir: Path, base: Path) -> str | None:
+    """NNI runs trials in trialCodeDirectory, a relative one read from the YAML's own folder: it must hold the trial
+    package, or every trial fails with 'No module named trial'."""
+    if (code_dir / "trial" / "__main__.py").is_file():
+        return None
+    given = raw.get("trialCodeDirectory", ".")
+    relative = "" if Path(str(given)).is_absolute() else f" (NNI reads it from the YAML's own folder, {base.resolve()})"
+    from_here = os.path.relpath(REPO, base.resolve())
+    from_here = "" if from_here.startswith(f"..{os.sep}..{os.sep}..") else f" (from this YAML's folder: {from_here})"
+    return (f"trialCodeDirectory {given!r} is {code_dir}{relative}, which holds no trial package: every trial would "
+            f"fail with 'No module named trial'; set it to the repository, {REPO}{from_here}")
+
+
+def _writable_problems(canon) -> list[str]:
+    """NNI's manager writes the experiment's folder (database, logs) under the working directory and nnictl's registry
+    under ~/nni-experiments: a folder it cannot write stops it at the start."""
+    home = Path.home() / "nni-experiments"
+    work = Path(canon.experiment_working_directory).expanduser() if canon else home
+    problems = []
+    folders = {work: "experimentWorkingDirectory"}
+    folders.setdefault(home, "nnictl's registry folder")
+    for folder, what in folders.items():
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            problems.append(f"{what} {folder} cannot be created: {existing} is a file; set experimentWorkingDirectory "
+                            f"to a folder this user can write")
+            continue
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as err:
+            problems.append(f"{what} {folder} cannot be written ({existing}: {err.strerror or _one_line(err)}); set "
+                            f"experimentWorkingDirectory to a folder this user can write")
+    return problems
+
+
+def _optimize_mode_problem(spec: dict, cls: type | None, what: str) -> str | None:
+    """Trials report validation accuracy: a tuner or assessor that minimizes it searches for the worst models. NNI's
+    TPE (and so FixedTPE) defaults to minimize."""
+    label = spec.get("name") or spec.get("className")
+    mode = (spec.get("classArgs") or {}).get("optimize_mode")
+    if mode is not None:
+        if str(mode).lower() == "minimize":
+            return (f"the {what} {label} has optimize_mode: minimize, but trials report validation accuracy (higher is "
+                    f"better): set `optimize_mode: maximize` in its classArgs")
+        return None
+    for klass in getattr(cls, "__mro__", ()):
+        init = klass.__dict__.get("__init__")
+        try:
+            param = inspect.signature(init).parameters.get("optimize_mode") if init else None
+        except (TypeError, ValueError):
+            continue
+        if param is not None:
+            default = getattr(param.default, "value", param.default)
+            if str(default).lower() == "minimize":
+                return (f"the {what} {label} is left at its default optimize_mode, minimize: it would search for the "
+                        f"lowest validation accuracy; add `classArgs: {{optimize_mode: maximize}}` to its section")
+            return None
+    return None
+
+
+def _fixed_flag_problems(flags: dict, sets: list[dict], tuner, label: str) -> list[str]:
+    """A flag in trialCommand outranks the sampled parameters: a key the tuner varies, fixed there, is silently never
+    varied. Hyperband's and BOHB's budget is the epoch count (TRIAL_BUDGET)."""
+    cls = tuner if isinstance(tuner, type) else type(tuner)
+    budget = any(klass.__name__ in BUDGET_TUNERS for klass in cls.__mro__)
+    varied = {"epochs"} if budget else set()
+    for params in sets:
+        with contextlib.suppress(ConfigError, AttributeError):
+            varied |= {ALIASES.get(k, k) for k in flatten_params(params)}
+    problems = []
+    for flag, value in flags.items():
+        key = ALIASES.get(flag, flag)
+        if key not in varied:
+            continue
+        if budget and key == "epochs":
+            problems.append(f"trialCommand fixes --{flag} {value}, but {label}'s budget is the epoch count "
+                            f"(TRIAL_BUDGET): a flag outranks the sampled parameters, so every trial would train "
+                            f"{value} epochs whatever its budget; remove --{flag} from trialCommand")
+        else:
+            problems.append(f"trialCommand fixes --{flag} {value}, which the search space varies: a flag outranks the "
+                            f"sampled parameters, so the tuner's {key} would never be used; remove it from trialCommand "
+                            f"or from the space")
+    return problems
+
+
 def _trial_layers(command: str, code_dir: Path) -> tuple[dict, dict] | str:
     """(params-file layer, flag layer) of a `python -m trial ...` command, or a problem line."""
-    from trial.__main__ import cli_overrides, parse_args
-    words = shlex.split(command)
+    from trial.adapter import cli_overrides, parse_args
+    words = _command_words(command)
+    if isinstance(words, str):
+        return words
     if "-m" not in words or words.index("-m") + 1 >= len(words) or words[words.index("-m") + 1] != "trial":
         return "the trial command does not run `python -m trial`"
     args = words[words.index("-m") + 2:]
@@ -75,6 +291,29 @@ def _trial_layers(command: str, code_dir: Path) -> tuple[dict, dict] | str:
         except (OSError, ConfigError) as err:
             return f"trialCommand --params {parsed.params}: {_one_line(err)}"
     return file_params, cli_overrides(parsed)
+
+
+def _dataset_problem(file_params: dict, flags: dict, code_dir: Path) -> str | None:
+    """The audit's refusal of a dataset given by path (point 6), or None. A relative path is read from code_dir, where
+    trials run, and set absolute in the layer that named it, so the draws resolve it as the trials will."""
+    from trial.config import normalize
+    from trial.data import INFO, DatasetError
+    from trial.folder import FolderOptions, audit, refusal
+    layer = flags if "dataset" in flags else file_params
+    name = str(layer.get("dataset") or "")
+    if not name or name in INFO:
+        return None
+    dataset = Path(name).expanduser()
+    dataset = dataset if dataset.is_absolute() else code_dir / dataset
+    if not dataset.exists():
+        return None   # resolving the draws says it: neither a dataset name nor an existing path
+    layer["dataset"] = str(dataset)
+    keys = {f: v for f, v in {**file_params, **flags}.items() if f in FolderOptions.__dataclass_fields__}
+    try:
+        found = audit(dataset, FolderOptions(**normalize(keys)))
+    except (ConfigError, DatasetError) as err:
+        return f"dataset {name}: {_one_line(err)}"
+    return None if found.ok else f"the trials' dataset is refused by its audit: {refusal(found)}"
 
 
 def _algorithm(spec, base: Path, kind: str):
@@ -131,25 +370,28 @@ def _draws(tuner, space: dict, n: int) -> tuple[list[dict], str]:
     return draws, f"{len(draws)} sets drawn by {type(tuner).__name__}"
 
 
-def check(config_path: str | Path, draws: int = DRAWS) -> Report:
-    """Check an experiment YAML as described in the module docstring; never raises for a bad config."""
+def check(config_path: str | Path, draws: int = DRAWS, port: int | None = None) -> Report:
+    """Check an experiment YAML as described in the module docstring (`port`: the --port it will be started on);
+    never raises for a bad config."""
     report = Report()
     path = Path(config_path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
+        raw = read_yaml(path)   # a byte-order mark and CRLF accepted, a key given twice refused
+    except (OSError, FileFormatError) as err:
         report.problems.append(f"{path}: {_one_line(err)}")
         return report
     if not isinstance(raw, dict):
         report.problems.append(f"{path}: not a YAML mapping of NNI config fields")
         return report
     base = path.parent
+    canon = None
     try:
         from nni.experiment.config import ExperimentConfig
         with _quiet():
-            ExperimentConfig.load(str(path)).canonical_copy()
+            canon = ExperimentConfig.load(str(path)).canonical_copy()
     except Exception as err:   # noqa: BLE001 - NNI raises ValueError, TypeError, AssertionError... for bad fields
         report.problems.append(f"{path}: NNI's config validation: {type(err).__name__}: {_one_line(err)}")
+    report.problems += [f"{path}: {line}" for line in _environment_problems(raw, canon, base, port)]
     if "searchSpaceFile" in raw:
         try:
             space = load_space(str(base / raw["searchSpaceFile"]))
@@ -167,21 +409,33 @@ def check(config_path: str | Path, draws: int = DRAWS) -> Report:
         report.problems.append(f"{path}: {layers}")
         return report
     file_params, flags = layers
+    line = _dataset_problem(file_params, flags, (base / raw.get("trialCodeDirectory", ".")).resolve())
+    if line:
+        report.problems.append(f"{path}: {line}")
     tuner_spec = raw.get("tuner") or raw.get("advisor") or {}
+    label = tuner_spec.get("name") or tuner_spec.get("className")
     try:
         with _quiet():
             tuner = _algorithm(tuner_spec, base, "tuners")
             sets, note = _draws(tuner, space, draws)
     except Exception as err:   # noqa: BLE001 - what the tuner raises here, it raises in the dispatcher
-        report.problems.append(f"{path}: the tuner {tuner_spec.get('name') or tuner_spec.get('className')} fails "
-                               f"on this search space: {type(err).__name__}: {_one_line(err)}")
+        report.problems.append(f"{path}: the tuner {label} fails on this search space: {type(err).__name__}: "
+                               f"{_one_line(err)}")
         return report
+    for line in [_optimize_mode_problem(tuner_spec, tuner if isinstance(tuner, type) else type(tuner), "tuner"),
+                 *_fixed_flag_problems(flags, sets, tuner, label)]:
+        if line:
+            report.problems.append(f"{path}: {line}")
     if raw.get("assessor"):
         try:
             with _quiet():
-                _algorithm(raw["assessor"], base, "assessors")
+                assessor = _algorithm(raw["assessor"], base, "assessors")
         except Exception as err:   # noqa: BLE001
             report.problems.append(f"{path}: the assessor cannot be built: {type(err).__name__}: {_one_line(err)}")
+        else:
+            line = _optimize_mode_problem(raw["assessor"], type(assessor), "assessor")
+            if line:
+                report.problems.append(f"{path}: {line}")
     failures = {}
     for params in sets:
         try:
@@ -195,6 +449,24 @@ def check(config_path: str | Path, draws: int = DRAWS) -> Report:
     if not failures:
         report.notes.append(f"{note}, each resolved into a trial config")
     return report
+
+
+def _environment_problems(raw: dict, canon, base: Path, port: int | None) -> list[str]:
+    """What the machine, rather than the search, would make fail: interpreter, GPUs, port, code and working
+    directories (module docstring, point 5)."""
+    service = raw.get("trainingService")
+    platform = "hybrid" if isinstance(service, list) else (service or {}).get("platform", "local")
+    code_dir = (Path(canon.trial_code_directory) if canon is not None else
+                (base / str(raw.get("trialCodeDirectory", "."))).resolve())
+    problems = [_code_dir_problem(raw, code_dir, base), *_writable_problems(canon)]
+    words = _command_words(str(raw.get("trialCommand", "")))
+    if platform == "local" and isinstance(words, list):     # elsewhere the interpreter is the workers' own
+        problems.append(_interpreter_problem(words, code_dir))
+    if platform == "local" and canon is not None:
+        problems.append(_gpu_problem(canon))
+    if port is not None:
+        problems.append(_port_problem(port, platform))
+    return [line for line in problems if line]
 
 
 @contextlib.contextmanager
@@ -243,21 +515,25 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.check", description=__doc__.split("\n\n")[0])
     p.add_argument("config", nargs="?", help="the experiment YAML (e.g. nni_configs/fmnist.yml)")
     p.add_argument("--draws", type=int, default=DRAWS, help=f"parameter sets asked of the tuner (default {DRAWS})")
-    p.add_argument("--experiment", help="instead: say whether this experiment's tuner and assessor are alive")
-    p.add_argument("--root", help="with --experiment: NNI's experiment directory (default ~/nni-experiments)")
+    p.add_argument("--port", type=int, help="the --port it will be started on: is it (and, remote, the next) free?")
+    p.add_argument("--experiment", help="instead: is this experiment alive? its manager, REST API and every log")
+    p.add_argument("--root", help="with --experiment: NNI's experiment directory (default: where nnictl's registry "
+                                  "says, else ~/nni-experiments)")
     args = p.parse_args(argv)
     if args.experiment:
-        error = dispatcher_error(args.experiment, args.root)
-        if error:
-            print(f"experiment {args.experiment}: its tuner/assessor died: {error} (NNI still shows it RUNNING; "
-                  f"stop it with `nnictl stop {args.experiment}`; the log is "
-                  f"{experiment_dir(args.experiment, args.root) / 'log' / 'dispatcher.log'})", file=sys.stderr)
-            return 1
-        print(f"experiment {args.experiment}: no tuner or assessor error in its dispatcher log")
-        return 0
+        from .health import diagnose
+        health = diagnose(args.experiment, args.root)
+        state = "alive" if health.alive else "NOT running"
+        print(f"experiment {args.experiment}: {state}, status {health.status} ({health.root})",
+              file=sys.stdout if health.healthy else sys.stderr)
+        for line in health.notes:
+            print(f"  {line}")
+        for line in health.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 0 if health.healthy else 1
     if not args.config:
         p.error("give an experiment YAML, or --experiment ID")
-    report = check(args.config, args.draws)
+    report = check(args.config, args.draws, args.port)
     for line in report.problems:
         print(f"error: {line}", file=sys.stderr)
     if report.ok:

@@ -1,6 +1,7 @@
 """Launch any dataset's search on remote workers listed once in a small YAML file, with what NNI 3.0 needs set.
 
     python -m experiments.launch nni_configs/fmnist.yml --workers workers.yml [--port 8080] [--write remote.yml]
+                                 [--start-timeout 180]
 
 The workers file:
 
@@ -19,7 +20,10 @@ It writes an NNI experiment YAML (the given config with a remote training servic
 mode hangs or runs one trial per host in 3.0; an explicit `nniManagerIp`; the workers' machine list) and starts it
 with `nnictl create`, after checking that the REST port and the next one (nnictl refuses a remote experiment when it is
 taken) are free and warning when the code upload (what `.nniignore` leaves) is large. `--write FILE` only writes the
-YAML.
+YAML. The start goes through the secure starter: the pre-flight check first, then nnictl, and the experiment is
+reported running only once NNI's manager answers and has reached every worker over SSH and set it up (NNI installs
+nni there first: up to `--start-timeout` seconds); otherwise NNI's own error in one line, the experiment stopped, and
+a non-zero exit status.
 
 NNI is started through launch/secure.py: the dashboard and REST API listen on 127.0.0.1 only (from another machine,
 an SSH tunnel: `ssh -N -L 8080:127.0.0.1:8080 user@manager`, then http://127.0.0.1:8080), and the remote trials'
@@ -37,7 +41,9 @@ from pathlib import Path
 
 import yaml
 
-from . import secure
+from trial.files import FileFormatError, read_yaml
+
+from . import health, secure
 
 WORKER_KEYS = {"host", "port", "user", "key_file", "python", "gpus", "trials_per_gpu"}
 UPLOAD_WARN_MB = 20
@@ -50,8 +56,8 @@ class LaunchError(ValueError):
 def load_workers(path: str | Path) -> dict:
     """The workers file at `path`, checked (keys, required fields, key files exist); raises LaunchError."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as err:
+        data = read_yaml(path)
+    except (OSError, FileFormatError) as err:
         raise LaunchError(f"cannot read workers file {path}: {err}") from None
     if not isinstance(data, dict) or not isinstance(data.get("workers"), list) or not data["workers"]:
         raise LaunchError(f"{path} must have a non-empty `workers:` list (see python -m experiments.launch --help)")
@@ -109,7 +115,7 @@ def machine(w: dict) -> dict:
 def remote_config(config_path: str | Path, workers: dict, manager_ip: str) -> dict:
     """The local experiment config turned remote: absolute paths, the workers, reuseMode false, nniManagerIp."""
     config_path = Path(config_path)
-    config = yaml.safe_load(config_path.read_text())
+    config = read_yaml(config_path)
     folder = config_path.resolve().parent
     for key in ("searchSpaceFile", "trialCodeDirectory"):
         if key in config:
@@ -156,6 +162,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", required=True)
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--write", help="write the remote YAML here and stop")
+    p.add_argument("--start-timeout", type=float, default=health.REMOTE_START_S,
+                   help="seconds NNI's manager gets to reach and set up every worker (default %(default)s)")
     args = p.parse_args(argv)
     try:
         workers = load_workers(args.workers)
@@ -180,10 +188,13 @@ def main(argv=None) -> int:
             print(f"error: port {port} is taken on this machine; NNI needs --port and the next one free (nnictl "
                   f"refuses a remote experiment otherwise): pick another --port", file=sys.stderr)
             return 2
-    print(f"dashboard on http://127.0.0.1:{args.port} only (elsewhere: ssh -N -L {args.port}:127.0.0.1:{args.port} "
-          f"this-host); remote trials connect to {manager_ip}:{args.port}")
     # the secure starter: the pre-flight check first, then nnictl with the preload (its nniManagerIp is manager_ip)
-    return secure.main(["create", "--config", str(out), "--port", str(args.port)])
+    status = secure.main(["create", "--config", str(out), "--port", str(args.port), "--start-timeout",
+                          str(args.start_timeout)])
+    if status == 0:
+        print(f"dashboard on http://127.0.0.1:{args.port} only (elsewhere: ssh -N -L {args.port}:127.0.0.1:"
+              f"{args.port} this-host); remote trials connect to {manager_ip}:{args.port}")
+    return status
 
 
 if __name__ == "__main__":

@@ -13,11 +13,18 @@ tunnel: `ssh -N -L 8080:127.0.0.1:8080 user@manager`) and `/netron/` is refused.
 trials' channels only (CNNSEARCH_NNI_TRIAL_IP; the wrapper reads it from the config's `nniManagerIp`). Our own
 launchers (experiments.launch.local, experiments.launch) always start NNI this way.
 
-`create` runs the pre-flight check first (experiments/launch/check.py) and refuses to start an experiment whose
-config, search space, trial command or tuner cannot work (`--no-check` starts it anyway). nnictl's output is passed
-through with its "Web portal URLs" cut to the addresses that answer (nnictl lists every interface, but the dashboard
-answers on 127.0.0.1 only). After `create` and `resume` it watches the experiment's dispatcher log for a few seconds
-and says so when the tuner or assessor died (NNI 3.0 would go on showing RUNNING with no trials).
+`create` runs the pre-flight check first (experiments/launch/check.py, with the --port given) and refuses to start an
+experiment whose config, search space, trial command, tuner, interpreter, GPUs, port or folders cannot work
+(`--no-check` starts it anyway). After `create` and `resume` nothing is said to be running before it is: nnictl
+prints the dashboard address and exits 0 a second after NNI's manager starts, also when the manager shuts itself
+down seconds later (a GPU asked for where there is none) or its tuner dies at once (NNI 3.0 then shows RUNNING with
+no trials). So the starter holds nnictl's output back and waits (experiments/launch/health.py, up to 60 s; 180 s for
+a remote experiment; `--start-timeout S`) until the manager answers on its REST API, its training service has
+initialised and its tuner has sent a first trial. Then it passes nnictl's output on, the "Web portal URLs" cut to the
+addresses that answer (the dashboard answers on 127.0.0.1 only) and the hint to stop every experiment cut, and exits
+0. Otherwise it prints NNI's own error from the manager's or dispatcher's log in one line with the fix, stops the
+experiment by its id, and exits 3. nnictl's known failures (a port taken, no such config or experiment) are one line
+each, exit 2 (nothing was started).
 """
 from __future__ import annotations
 
@@ -35,13 +42,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
+from trial.files import FileFormatError, read_yaml
+
+from . import health
 
 PRELOAD = Path(__file__).resolve().with_name("loopback.js")
 TRIAL_IP = "CNNSEARCH_NNI_TRIAL_IP"     # read by loopback.js: where remote trials may connect (nniManagerIp)
 # a remote worker whose SSH connection is reset must not kill the manager (NNI 3.0 leaves ssh2's 'error' unhandled)
 SSH_GUARD = Path(__file__).resolve().with_name("ssh_guard.js")
-WATCH_S = 15.0    # seconds a new experiment's dispatcher is watched for a tuner that dies on start
 
 
 def node_options(existing: str = "") -> str:
@@ -123,12 +131,12 @@ def protected(manager_ip: str | None = None) -> Iterator[None]:
 
 
 def config_of(nnictl_args: list[str]) -> dict:
-    """The config named by `--config FILE` in nnictl's arguments, read with yaml.safe_load; {} when there is none or
+    """The config named by `--config FILE` in nnictl's arguments, read with trial.files.read_yaml; {} when there is none or
     it cannot be read (nnictl then says what is wrong with it)."""
     path = config_path(nnictl_args)
     try:
-        config = yaml.safe_load(Path(path).read_text()) if path else None
-    except (OSError, yaml.YAMLError):
+        config = read_yaml(path) if path else None
+    except (OSError, FileFormatError):
         return {}
     return config if isinstance(config, dict) else {}
 
@@ -171,37 +179,131 @@ def without_stop_all(line: str) -> str:
     return re.sub(r'\s+or\s+"nnictl stop -{2}all"', "", line)
 
 
-def run_nnictl(args: list[str], env: Mapping[str, str]) -> tuple[int, str | None]:
-    """nnictl with `env`, its output passed through line by line with the dashboard URLs cut to loopback ones and
-    the hint to stop every experiment cut; returns its exit status and the experiment id it printed (create), if any."""
+def run_nnictl(args: list[str], env: Mapping[str, str], echo: bool = True) -> tuple[int, str | None, list[str]]:
+    """nnictl with `env`; with `echo` its output passed through line by line with the dashboard URLs cut to loopback
+    ones and the hint to stop every experiment cut (`show`); returns its exit status, the experiment id it printed
+    (create), if any, and its output lines."""
     proc = subprocess.Popen([nnictl(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1)
-    experiment = None
+    experiment, lines = None, []
     for line in proc.stdout:
         found = re.search(r"Experiment ID:\s*(?:\x1b\[[0-9;]*m)?(\w+)", line)
         experiment = found.group(1) if found else experiment
+        lines.append(line)
+        if echo:
+            show([line])
+    return proc.wait(), experiment, lines
+
+
+def show(lines: list[str]) -> None:
+    for line in lines:
         sys.stdout.write(without_stop_all(loopback_urls(line)))
-        sys.stdout.flush()
-    return proc.wait(), experiment
+    sys.stdout.flush()
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# nnictl's failures before an experiment runs -> one line (the fallback: the exception or ERROR line it ended with)
+NNICTL_FAILURES = [
+    (re.compile(r"Port (\d+) is not idle"),
+     lambda m, a: f"port {m[1]} is taken: pick another --port (NNI needs it free, and for a remote experiment "
+                  f"{int(m[1]) + 1} too)"),
+    (re.compile(r'"(.+)" is not a valid file'), lambda m, a: f"config file {m[1]} not found"),
+    (re.compile(r"'NoneType' object has no attribute 'get'|no experiments matched", re.I),
+     lambda m, a: f"no experiment {a[1] if len(a) > 1 else ''} in this user's nnictl registry "
+                  f"(~/nni-experiments/.experiment; `nnictl experiment list --all` lists them)"),
+    (re.compile(r"Create experiment failed: (.*)"), lambda m, a: health.with_fix(f"NNI's manager failed: {m[1]}")),
+]
+
+
+def nnictl_failure(lines: list[str], args: list[str]) -> str:
+    """nnictl's failure in one line: a known one in our words, else the error it ended with."""
+    text = _ANSI.sub("", "".join(lines))
+    for pattern, say in NNICTL_FAILURES:
+        match = pattern.search(text)
+        if match:
+            return say(match, args)
+    errors = [line.split("ERROR:", 1)[1].strip() for line in text.splitlines() if "ERROR:" in line]
+    error = health.exception_line(text) or (errors[-1] if errors else None)
+    last = [line.strip() for line in text.splitlines() if line.strip()]
+    return health.with_fix(error or (last[-1] if last else "nnictl printed nothing"))
+
+
+def stop(experiment: str, env: Mapping[str, str]) -> str:
+    """Stop the experiment by its id (never every experiment); what happened, for the user."""
+    entry = health.registry(experiment)
+    if entry.get("status") == "STOPPED" and not health.process_alive(entry.get("pid"), experiment):
+        return "its manager has stopped"
+    try:
+        subprocess.run([nnictl(), "stop", experiment], env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pass
+    pid = health.registry(experiment).get("pid")
+    deadline = time.monotonic() + 15
+    while health.process_alive(pid, experiment) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if health.process_alive(pid, experiment):
+        return f"it still runs (pid {pid}): stop it with `nnictl stop {experiment}`"
+    return f"stopped it (`nnictl stop {experiment}`)"
 
 
 def working_directory(nnictl_args: list[str]) -> str | None:
-    """`experimentWorkingDirectory` of the config nnictl is given (None: NNI's default, ~/nni-experiments)."""
-    return config_of(nnictl_args).get("experimentWorkingDirectory")
+    """`experimentWorkingDirectory` of the config nnictl is given, as NNI resolves it (against the YAML's folder);
+    None: NNI's default, ~/nni-experiments."""
+    folder = config_of(nnictl_args).get("experimentWorkingDirectory")
+    path = config_path(nnictl_args)
+    return str(Path(path).parent / Path(folder).expanduser()) if folder and path else folder
 
 
-def watch_dispatcher(experiment_id: str, seconds: float = WATCH_S, root: str | None = None,
-                     since: int = 0) -> str | None:
-    """Poll the experiment's dispatcher log (after byte `since`) for `seconds`: the tuner/assessor's error if it died
-    meanwhile."""
-    from .check import dispatcher_error
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        error = dispatcher_error(experiment_id, root, since)
-        if error:
-            return error
-        time.sleep(1)
+def _option(args: list[str], *names: str) -> str | None:
+    """The value of `--name V` or `--name=V` among nnictl's arguments."""
+    for i, arg in enumerate(args):
+        if arg in names and i + 1 < len(args):
+            return args[i + 1]
+        for name in names:
+            if arg.startswith(f"{name}="):
+                return arg.split("=", 1)[1]
     return None
+
+
+def _platform(args: list[str]) -> str:
+    if args[0] == "resume" and len(args) > 1:
+        return health.registry(args[1]).get("platform") or "local"
+    service = config_of(args).get("trainingService")
+    return "hybrid" if isinstance(service, list) else (service or {}).get("platform", "local")
+
+
+def start(args: list[str], env: Mapping[str, str], port: int, timeout: float | None = None) -> int:
+    """`nnictl create` or `resume`, reported as running only once it runs (see the module docstring): 0, 2 when
+    nnictl started nothing, 3 when NNI's manager or tuner failed (the experiment is then stopped)."""
+    resumed = args[1] if args[0] == "resume" and len(args) > 1 else None
+    since = health.Offsets.of(health.experiment_root(resumed)) if resumed else health.Offsets()
+    if timeout is None:
+        timeout = health.START_S if _platform(args) == "local" else health.REMOTE_START_S
+    print(f"starting: waiting up to {timeout:.0f} s for NNI's manager on 127.0.0.1:{port} and its training service",
+          file=sys.stderr)
+    status, created, lines = run_nnictl(args, env, echo=False)
+    experiment = resumed or created
+    if status != 0:
+        stopped = ""
+        if created and health.registry(created):      # registered, so perhaps started: stop it by its id
+            stopped = f"; {stop(created, env)}"
+        print(f"error: the experiment was not started: {nnictl_failure(lines, args)}{stopped}", file=sys.stderr)
+        return 2
+    if experiment is None:
+        show(lines)
+        print("error: nnictl named no experiment: its output is above", file=sys.stderr)
+        return 3
+    root = health.experiment_root(experiment, None if health.registry(experiment) else working_directory(args))
+    error = health.wait_started(experiment, port, root, since=since, timeout=timeout)
+    if error:
+        print(f"error: experiment {experiment} did not start: {error}; {stop(experiment, env)}; its logs: "
+              f"{root / 'log'}", file=sys.stderr)
+        return 3
+    show(lines)
+    where = f" and remote trials on {env[TRIAL_IP]}:{port}" if TRIAL_IP in env else ""
+    print(f"experiment {experiment} is running: dashboard and REST API on http://127.0.0.1:{port} only{where}",
+          file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,9 +318,19 @@ def main(argv: list[str] | None = None) -> int:
         args = args[1:]
     skip_check = "--no-check" in args
     args = [a for a in args if a != "--no-check"]
+    timeout = _option(args, "--start-timeout")
+    if timeout is not None:
+        i = next(i for i, a in enumerate(args) if a.startswith("--start-timeout"))
+        del args[i:i + (1 if "=" in args[i] else 2)]
+    try:
+        port = int(_option(args, "--port", "-p") or 8080)
+        timeout = float(timeout) if timeout is not None else None
+    except ValueError:
+        print("error: --port must be a number and --start-timeout a number of seconds", file=sys.stderr)
+        return 2
     if args and args[0] == "create" and config_path(args) and not skip_check:
         from .check import check
-        report = check(config_path(args))
+        report = check(config_path(args), port=port)
         if not report.ok:
             for line in report.problems:
                 print(f"error: {line}", file=sys.stderr)
@@ -227,24 +339,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"pre-flight check: {'; '.join(report.notes)}", file=sys.stderr)
     env = nni_env(manager_ip=config_manager_ip(args))
-    if args[0] in ("create", "resume", "view"):
-        port = args[args.index("--port") + 1] if "--port" in args[:-1] else "8080"
-        where = f" and remote trials on {env[TRIAL_IP]}:{port}" if TRIAL_IP in env else ""
-        print(f"dashboard and REST API on http://127.0.0.1:{port} only{where}", file=sys.stderr)
-    resumed = args[1] if args[0] == "resume" and len(args) > 1 else None
-    since = 0
-    if resumed:   # its dispatcher log holds the earlier runs (a killed manager's tuner ends in a traceback): skip them
-        from .check import dispatcher_log
-        log = dispatcher_log(resumed)
-        since = log.stat().st_size if log is not None and log.is_file() else 0
-    status, created = run_nnictl(args, env)
-    if status == 0 and args[0] in ("create", "resume"):
-        experiment = resumed or created
-        error = watch_dispatcher(experiment, root=working_directory(args), since=since) if experiment else None
-        if error:
-            print(f"error: experiment {experiment}: its tuner/assessor died: {error}; NNI will show it RUNNING with "
-                  f"no new trials: stop it with `nnictl stop {experiment}`", file=sys.stderr)
-            return 3
+    if args and args[0] in ("create", "resume"):
+        return start(args, env, port, timeout)
+    status, _, _ = run_nnictl(args, env)
+    if status == 0 and args and args[0] == "view":
+        print(f"dashboard and REST API on http://127.0.0.1:{port} only", file=sys.stderr)
     return status
 
 

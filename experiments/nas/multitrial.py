@@ -6,7 +6,7 @@ dashboard and REST API on 127.0.0.1 only, every trial trained by the harness's o
 
 Options this module does not know are the trials' options (`python -m trial --help`: --params FILE, --epochs,
 --batch_size, --train_subset, --smoke, --data-dir, ...); they are checked once before NNI starts. Each trial gets the
-architecture the strategy sampled and runs `python -m trial`'s adapter (trial/__main__.py) in-process with those
+architecture the strategy sampled and runs `python -m trial`'s adapter (trial/adapter.py) in-process with those
 options: the same config precedence (the architecture as the sampled layer), outputs in the trial's NNI_OUTPUT_DIR,
 validation metrics per epoch and at the end to the dashboard, and in the final metric the digest of the parameters it
 trained and its parameter id (NNI's own record can mis-pair them). When the search ends (trial count, duration, or
@@ -31,10 +31,8 @@ import random
 import sys
 from pathlib import Path
 
-from trial import REPO
+from trial import REPO, adapter
 from trial import data as data_mod
-from trial.__main__ import cli_overrides
-from trial.__main__ import parse_args as trial_args
 from trial.config import SMOKE, ConfigError, load_arch_file, load_params_file, normalize, resolve, save_arch_file
 from trial.nas_space import ArchError, check_arch, describe, sample_arch
 
@@ -47,8 +45,7 @@ def evaluate(model, argv: list[str]) -> None:
     """The trial: nni.nas's trial entry calls this with the frozen model of the sampled architecture (unused: the
     adapter builds the same network from the architecture dict, plain torch) and the trial options. Raises
     RuntimeError when the adapter exits non-zero, so NNI marks the trial FAILED."""
-    from trial.__main__ import main
-    status = main(argv)
+    status = adapter.main(argv)
     if status:
         raise RuntimeError(f"python -m trial {' '.join(argv)} exited with status {status} (see the trial's stderr)")
 
@@ -100,9 +97,9 @@ def make_strategy(name: str, seed: int, population: int, sample_size: int):
 def check_trial_options(argv: list[str]) -> dict:
     """Resolve the trials' options with a random architecture, as each trial will (ConfigError, OSError or SystemExit
     for options `python -m trial` refuses); returns the training keys they set (params file, then flags)."""
-    args = trial_args(argv)
+    args = adapter.parse_args(argv)
     given = {**(load_params_file(args.params) if args.params else {}),
-             **(load_arch_file(args.arch) if args.arch else {}), **cli_overrides(args)}
+             **(load_arch_file(args.arch) if args.arch else {}), **adapter.cli_overrides(args)}
     arch = {"family": "nas", "nas_arch": sample_arch(random.Random(0))}
     resolve(given, arch, SMOKE if args.smoke else {})
     return {k: v for k, v in normalize(given).items() if k not in ("family", "nas_arch")}
@@ -110,7 +107,7 @@ def check_trial_options(argv: list[str]) -> dict:
 
 def run(dataset: str, strategy: str, trials: int, duration: str, port: int, trial_argv: list[str], out: Path,
         concurrency: int = 2, seed: int = 0, population: int = 10, sample_size: int = 3,
-        workdir: str | None = None, name: str | None = None) -> dict:
+        workdir: str | None = None) -> dict:
     """Run the search to its end, write the best architecture to `out`, return a summary dict (experiment id, best
     trial id, its validation accuracy, the architecture, trial counts). Raises ConfigError for trial options the
     harness refuses, RuntimeError when no trial succeeded."""
@@ -134,7 +131,7 @@ def run(dataset: str, strategy: str, trials: int, duration: str, port: int, tria
     info = data_mod.INFO[dataset]
     exp = NasExperiment(NasSpace(info.shape, len(info.classes)), FunctionalEvaluator(multitrial.evaluate, argv=argv),
                         make_strategy(strategy, seed, population, sample_size))
-    exp.config.experiment_name = name or f"nas-{strategy}-{dataset}"
+    exp.config.experiment_name = f"nas-{strategy}-{dataset}"
     exp.config.max_trial_number = trials
     exp.config.max_experiment_duration = duration
     exp.config.trial_concurrency = concurrency

@@ -14,12 +14,13 @@ checkpoints.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from trial.files import FileFormatError, OutputError, json_text, read_json, write_files
 
 # what must agree for a difference of test accuracies to measure the models; val_size and split_seed fix the images
 # a train_val run trains on (reports written before they were recorded lack them: not checked then, and said so)
@@ -48,20 +49,27 @@ def welch(a: list[float], b: list[float]) -> dict:
 def load_summaries(paths) -> tuple[dict, dict, list[str]]:
     """(protocol, groups, notes) of summary.json files (a report's or a retrain's). groups maps each group name to its
     summary and the file it came from; notes say which split keys could not be checked. Raises FileNotFoundError for
-    a missing file and CompareError for a file that is not a summary, a group named twice or a protocol that differs."""
+    a missing file and CompareError for a file that is not a summary, a group named twice, a seed listed twice (its
+    run would count twice in every statistic) or a protocol that differs."""
     protocol, groups, notes, first = {}, {}, [], None
     for path in map(Path, paths):
         try:
-            summary = json.loads(path.read_text())
+            summary = read_json(path)
             found = summary["groups"]
         except FileNotFoundError:
             raise
+        except FileFormatError as err:   # a key given twice, or not JSON
+            raise CompareError(str(err)) from None
         except (ValueError, KeyError, TypeError):
             raise CompareError(f"{path}: not a summary.json of experiments.report or experiments.results.retrain "
                                "(no 'groups')") from None
         missing = [k for k in PROTOCOL_KEYS if k not in summary]
         if missing:
             raise CompareError(f"{path}: lacks {', '.join(missing)}; cannot tell its protocol")
+        seeds = summary["seeds"]
+        if not isinstance(seeds, list) or len(set(map(str, seeds))) != len(seeds):
+            raise CompareError(f"{path} lists seeds {seeds}, one of them twice: that run would count as two in the "
+                               f"mean, std and Welch's test; retrain with each seed once")
         for key in PROTOCOL_KEYS + SPLIT_KEYS:
             if key not in summary:
                 notes.append(f"{path} does not record {key}: not checked")
@@ -140,9 +148,11 @@ def main(argv=None) -> int:
     print(text, end="")
     if args.out:
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        try:
+            write_files({out: text, out.with_suffix(".json"): json_text(result)})
+        except OutputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     return 0
 
 

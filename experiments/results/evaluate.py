@@ -1,13 +1,15 @@
 """Score trained models on the test split, and export them for use without this project's code.
 
-Metrics come from scikit-learn: accuracy, per-class precision/recall/F1, macro averages, the confusion matrix and
-one-vs-rest ROC AUC. The export is a `torch.export` program (`model.pt2`) that takes raw pixel values (float32, 0..255,
-[N, C, H, W]) and returns class probabilities, plus `model_state.pt` (state dict + resolved config) and `model.json`
-(class names, input shape); `experiments/results/predict.py` loads it with torch and Pillow alone.
+Metrics come from scikit-learn: accuracy, balanced accuracy, per-class precision/recall/F1, macro averages, the
+confusion matrix and one-vs-rest ROC AUC. The export is a `torch.export` program (`model.pt2`) that takes raw pixel
+values (float32, 0..255, [N, C, H, W]) and returns class probabilities, plus `model_state.pt` (state dict + resolved
+config) and `model.json` (class names, input shape, the normalisation inside the program, and for a dataset given by
+path how its images were made: image_size, resize_mode, channels, background); `experiments/results/predict.py` loads
+it with torch and Pillow alone and makes any image file the model's input the way training did.
 """
 from __future__ import annotations
 
-import json
+import io
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,8 @@ from torch import nn
 
 from trial import data as data_mod
 from trial.config import TrialConfig, resolve
+from trial.files import json_text, write_files
+from trial.folder import FolderOptions
 from trial.inference import infer
 from trial.model import build_model
 
@@ -26,9 +30,16 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, TrialConfig]:
     does not accept."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     cfg = resolve(ckpt["config"])
-    model = build_model(cfg, data_mod.INFO[cfg.dataset].shape)
+    info = dataset_info(cfg)
+    model = build_model(cfg, info.shape, len(info.classes))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), cfg
+
+
+def dataset_info(cfg: TrialConfig) -> data_mod.DatasetInfo:
+    """The DatasetInfo a config trained on: a table entry, or a dataset given by path under the config's keys
+    (image_size, resize_mode, ...; from its cache, decoding the files when there is none). Raises DatasetError."""
+    return data_mod.info(cfg.dataset, FolderOptions.of(cfg))
 
 
 def predict_proba(model: nn.Module, x: torch.Tensor, amp: bool = False, tta: str = "none") -> np.ndarray:
@@ -38,10 +49,17 @@ def predict_proba(model: nn.Module, x: torch.Tensor, amp: bool = False, tta: str
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, class_names) -> dict:
-    """scikit-learn's metrics for labels y_true, int [N], and probabilities proba, float [N, K]: accuracy, macro
-    precision/recall/F1, one-vs-rest ROC AUC (NaN when a class is absent from y_true), per-class precision, recall,
-    F1 and support, and the confusion matrix (rows: true class)."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
+    """scikit-learn's metrics for labels y_true, int [N], and probabilities proba, float [N, K]: accuracy, balanced
+    accuracy (the mean recall over the classes in y_true), macro precision/recall/F1, one-vs-rest ROC AUC (NaN when a
+    class is absent from y_true), per-class precision, recall, F1 and support keyed by class name, and the confusion
+    matrix (rows: true class, in the order of class_names)."""
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
     y_pred = proba.argmax(1)
     labels = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
@@ -50,7 +68,8 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, class_names) -
         auc = float(roc_auc_score(y_true, proba, multi_class="ovr", labels=labels))
     except ValueError:   # a class absent from y_true (tiny test sets): AUC is undefined
         auc = float("nan")
-    return {"accuracy": float(accuracy_score(y_true, y_pred)), "macro_precision": float(macro[0]),
+    return {"accuracy": float(accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)), "macro_precision": float(macro[0]),
             "macro_recall": float(macro[1]), "macro_f1": float(macro[2]), "roc_auc_ovr": auc,
             "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                           for name, p, r, f, s in zip(class_names, precision, recall, f1, support)},
@@ -73,20 +92,36 @@ def export_model(model: nn.Module, cfg: TrialConfig, out_dir: str | Path) -> Pat
     """Write `model` (trained with `cfg`) to out_dir as model.pt2 (a torch.export program: raw pixels float32
     [N, C, H, W], 0..255, in; probabilities float32 [N, classes] out; any batch size), model_state.pt and model.json.
     The program carries no source stack traces (torch.export keeps them by default, with this machine's file paths).
-    Returns out_dir."""
-    info = data_mod.INFO[cfg.dataset]
+    Each file is written whole or not at all, model.json last (trial.files.write_files). Returns out_dir; raises
+    trial.files.OutputError (the path and the cause) when a file cannot be written."""
+    info = dataset_info(cfg)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     model = model.to("cpu").float()
     wrapped = RawPixels(model, info).eval()
     example = torch.zeros(2, *info.shape)
     program = torch.export.export(wrapped, (example,), dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
     for node in program.graph.nodes:   # source stack traces name this machine's files; a shared model needs none
         node.meta.pop("stack_trace", None)
-    torch.export.save(program, out / "model.pt2")
-    torch.save({"config": cfg.to_dict(), "state_dict": model.state_dict()}, out / "model_state.pt")
-    (out / "model.json").write_text(json.dumps({"dataset": cfg.dataset, "input_shape": list(info.shape),
-                                                "classes": list(info.classes),
-                                                "input": "float32 raw pixel values 0..255, [N, C, H, W]",
-                                                "config": cfg.to_dict()}, indent=2) + "\n")
+    program_bytes, state_bytes = io.BytesIO(), io.BytesIO()
+    torch.export.save(program, program_bytes)
+    torch.save({"config": cfg.to_dict(), "state_dict": model.state_dict()}, state_bytes)
+    write_files({out / "model.pt2": program_bytes.getvalue(), out / "model_state.pt": state_bytes.getvalue(),
+                 out / "model.json": json_text(model_meta(cfg, info))})
     return out
+
+
+def model_meta(cfg: TrialConfig, info: data_mod.DatasetInfo) -> dict:
+    """What model.json says: the input and classes, the normalisation the program applies, and for a dataset given by
+    path how predict.py makes an image file its input as training did (trial.images.to_array: image_size, resize_mode,
+    channels, background)."""
+    meta = {"dataset": cfg.dataset, "input_shape": list(info.shape), "classes": list(info.classes),
+            "input": "float32 raw pixel values 0..255, [N, C, H, W]",
+            "channels": info.shape[0], "image_size": info.shape[1],
+            "normalisation": {"mean": list(info.mean), "std": list(info.std),
+                              "note": "inside model.pt2: (x / 255 - mean) / std per channel"}}
+    if info.from_path:
+        meta.update({"resize_mode": cfg.resize_mode, "background": info.background,
+                     "resize": f"read as a viewer shows the file (orientation, transparency over the background), "
+                               f"{'grey' if info.shape[0] == 1 else 'RGB'}, resized to {info.shape[1]}x"
+                               f"{info.shape[1]} keeping the aspect ratio ({cfg.resize_mode})"})
+    return {**meta, "config": cfg.to_dict()}

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from trial.config import flatten_params, params_digest
+from trial.files import OutputError, read_json, write_file
 
 DEFAULT_ROOT = Path.home() / "nni-experiments"
 # NNI 3.0's trial statuses once a trial has ended, and those of trials stopped before their end
@@ -36,7 +37,7 @@ def experiment_dir(experiment_id: str, root: str | Path | None = None) -> Path:
         return root / experiment_id
     manifest = DEFAULT_ROOT / ".experiment"
     if manifest.is_file():
-        entry = json.loads(manifest.read_text()).get(experiment_id)
+        entry = read_json(manifest).get(experiment_id)
         if entry and (Path(entry.get("logDir", "")) / experiment_id / "db" / "nni.sqlite").is_file():
             return Path(entry["logDir"]) / experiment_id
     raise FileNotFoundError(f"experiment {experiment_id!r} not found under {root} (nor in {manifest}); pass --root, "
@@ -51,15 +52,16 @@ def _json(text):
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return read_json(path)
+    except (OSError, ValueError):
         return {}
 
 
 def ranked_finished(trials: pd.DataFrame) -> pd.DataFrame:
-    """The SUCCEEDED trials with a final result, best final_default (validation accuracy) first; empty when none."""
-    if trials.empty:
-        return trials
+    """The SUCCEEDED trials with a final result, best final_default (validation accuracy) first; empty when none
+    (no trial at all, or none that reported a final result: then the table has no final_default column)."""
+    if trials.empty or "final_default" not in trials:
+        return trials.iloc[0:0]
     finished = trials[(trials["status"] == "SUCCEEDED") & trials["final_default"].notna()]
     return finished.sort_values("final_default", ascending=False)
 
@@ -165,9 +167,13 @@ def main(argv=None) -> int:
     p.add_argument("--root", help="the experimentWorkingDirectory (default ~/nni-experiments)")
     p.add_argument("--out", default=None, help="CSV path (default trials-<id>.csv)")
     args = p.parse_args(argv)
-    profile, table = load_experiment(experiment_dir(args.experiment_id, args.root))
     out = args.out or f"trials-{args.experiment_id}.csv"
-    table.to_csv(out, index=False)
+    try:
+        profile, table = load_experiment(experiment_dir(args.experiment_id, args.root))
+        write_file(out, table.to_csv(index=False))
+    except (FileNotFoundError, OutputError, sqlite3.Error) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     counts = table["status"].value_counts().to_dict() if len(table) else {}
     print(f"{len(table)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())}) -> {out}")
     if len(table) and table["nni_params_mismatch"].any():

@@ -144,15 +144,19 @@ def importance(trials: pd.DataFrame, path: Path, seed: int = 0) -> tuple[Path, d
 
 
 def confusion(matrix, classes, path: Path, title: str) -> Path:
+    """The confusion matrix (rows: true class) labelled with the class names; past 20 classes the figure grows and the
+    counts are shown by colour only (hundreds of classes would be unreadable numbers)."""
     from sklearn.metrics import ConfusionMatrixDisplay
-    fig, ax = plt.subplots(figsize=(7, 6))
-    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=list(classes)).plot(ax=ax, xticks_rotation=45,
-                                                                                   colorbar=False)
+    side = min(40, max(7, 0.3 * len(classes)))
+    fig, ax = plt.subplots(figsize=(side, side * 6 / 7))
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=list(classes)).plot(
+        ax=ax, xticks_rotation=45 if len(classes) <= 20 else 90, colorbar=len(classes) > 20,
+        include_values=len(classes) <= 20)
     ax.set_title(title)
     return _save(fig, path)
 
 
-def comparison_bars(groups: dict[str, list[float]], path: Path) -> Path:
+def comparison_bars(groups: dict[str, list[float]], path: Path, metric: str = "test accuracy") -> Path:
     fig, ax = plt.subplots(figsize=(1.8 * len(groups) + 2, 4))
     names = list(groups)
     means = [np.mean(groups[n]) for n in names]
@@ -162,7 +166,7 @@ def comparison_bars(groups: dict[str, list[float]], path: Path) -> Path:
         ax.scatter([i] * len(groups[n]), groups[n], color="k", s=10, zorder=3)
     low = min(min(v) for v in groups.values())
     ax.set_ylim(max(0, low - 0.02), min(1, max(means) + max(stds) + 0.01))
-    ax.set_ylabel("test accuracy (mean +- std over seeds; dots: runs)")
+    ax.set_ylabel(f"{metric} (mean +- std over seeds; dots: runs)")
     ax.set_title("Winner vs baseline")
     return _save(fig, path)
 

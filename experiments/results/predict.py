@@ -13,7 +13,10 @@ MODEL_DIR holds `model.pt2` and `model.json` (written by `experiments.results.ev
 - an image already of the model's size and convention goes in unchanged; otherwise the aspect ratio is kept: for
   MNIST the drawing is cropped to its ink, fitted into a 20x20 box and centred in 28x28 by its centre of mass (how
   MNIST's digits were made: LeCun et al. 1998); for Fashion-MNIST the object is fitted into 28x28; for CIFAR-10 the
-  photo is cropped about its centre to a square, then resized.
+  photo is cropped about its centre to a square, then resized;
+- a model trained on a dataset given by path (a folder of images, a CSV manifest, an .npz) says in model.json how its
+  images were made (image_size, resize_mode, channels, background): any image file, of any size, is read and resized
+  exactly so (trial/images.py's open_as_viewed and to_array, the code that decoded the training images).
 A path that is not an image Pillow can read gets one `error:` line; the others are still classified (exit status 1).
 """
 from __future__ import annotations
@@ -25,15 +28,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
+if __package__:
+    from trial import images as _images  # one image reader for training data and this
+    from trial.images import ImageError, open_as_viewed
+else:   # run as a script, with torch and Pillow only: trial/images.py (Pillow and numpy) read as a lone file, so
+    # that neither the trial package nor the training code is imported
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location(
+        "cnnsearch_images", Path(__file__).resolve().parents[2] / "trial" / "images.py")
+    _images = importlib.util.module_from_spec(_spec)
+    sys.modules[_spec.name] = _images
+    _spec.loader.exec_module(_images)
+    ImageError, open_as_viewed = _images.ImageError, _images.open_as_viewed
+
 # How each dataset's images were made, for pictures to be made the same way (keyed by model.json's "dataset"): background pixel value (None: photos,
 # full frame), the side of the box the drawing is fitted into, and how it is centred in the frame. MNIST: size-
 # normalised into 20x20, centred by its centre of mass (LeCun et al. 1998, "Gradient-based learning applied to
 # document recognition", and the MNIST page); Fashion-MNIST: longest side resized to 28, centred (Xiao et al. 2017).
 CONVENTIONS = {"mnist": (0, 20, "mass"), "fmnist": (0, 28, "box"), "cifar10": (None, None, None)}
-
-
-class ImageError(ValueError):
-    """A path that is not an image Pillow can read; the message is one line naming it."""
 
 
 def load(model_dir: str | Path):
@@ -43,36 +56,20 @@ def load(model_dir: str | Path):
 
 
 def _as_viewed(path: str | Path):
-    """The image as a viewer shows it: first frame, orientation applied, 8-bit grey/RGB(A) modes."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-    try:
-        image = Image.open(path)
-        image.seek(0)
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        reason = "not an image Pillow can read" if isinstance(err, UnidentifiedImageError) else \
-            f"unreadable ({type(err).__name__}: {err})"
-        raise ImageError(f"{path}: {reason}; give a PNG, JPEG, BMP, GIF, TIFF or WebP file") from None
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):   # 16/32-bit grey (or floats in 0..1) to 8 bits
-        a = np.asarray(image, dtype=np.float64)
-        if image.mode == "F":
-            scale = 255.0 if a.max() <= 1 else 1.0
-        else:
-            scale = 255 / 65535 if a.max() > 255 else 1.0
-        image = Image.fromarray(np.clip(a * scale, 0, 255).astype(np.uint8), "L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
-    return image.convert("RGB")
+    """The image as a viewer shows it (trial.images.open_as_viewed: first frame, orientation applied, transparency
+    over white), as RGB."""
+    return open_as_viewed(path).convert("RGB")
 
 
-def read_image(path: str | Path, shape, dataset: str) -> tuple[np.ndarray, str]:
+def read_image(path: str | Path, shape, dataset: str, meta: dict | None = None) -> tuple[np.ndarray, str]:
     """One file as the model's input: uint8 [C, H, W] (shape = (C, H, W)) and a note of what was converted ("" when
-    nothing worth saying). Raises ImageError for a path that is not a readable image."""
+    nothing worth saying). `meta`, a model.json with a resize_mode (a dataset given by path), makes it as training
+    made its images (trial.images.to_array). Raises ImageError for a path that is not a readable image."""
     from PIL import Image, ImageOps
     channels, height, width = shape
+    if meta and "resize_mode" in meta:   # a folder dataset's model: read as trial/folder.py read its training images
+        # (open_as_viewed, then to_array: the same orientation, transparency, channels and aspect-ratio resize)
+        return _images.read(path, height, meta["resize_mode"], channels, meta.get("background", _images.WHITE)), ""
     background, content_side, centring = CONVENTIONS.get(dataset, (None, None, "box"))
     content_side = content_side or min(height, width)
     image = _as_viewed(path)
@@ -112,9 +109,9 @@ def read_image(path: str | Path, shape, dataset: str) -> tuple[np.ndarray, str]:
     return out, "; ".join(notes)
 
 
-def read_images(paths, shape, dataset: str = "") -> torch.Tensor:
+def read_images(paths, shape, dataset: str = "", meta: dict | None = None) -> torch.Tensor:
     """Files as one float32 batch of raw pixel values [N, C, H, W] (0..255), each read by read_image."""
-    return torch.from_numpy(np.stack([read_image(p, shape, dataset)[0] for p in paths])).float()
+    return torch.from_numpy(np.stack([read_image(p, shape, dataset, meta)[0] for p in paths])).float()
 
 
 @torch.no_grad()
@@ -125,7 +122,7 @@ def predict(model_dir, paths) -> tuple[list[tuple[str, str, float, str]], list[s
     read, errors = [], []
     for path in paths:
         try:
-            read.append((path, *read_image(path, meta["input_shape"], meta["dataset"])))
+            read.append((path, *read_image(path, meta["input_shape"], meta["dataset"], meta)))
         except ImageError as err:
             errors.append(str(err))
     if not read:

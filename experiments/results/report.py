@@ -10,12 +10,21 @@ a 95% confidence interval of the difference), draws the figures (results.plots),
 model/ and the retraining runs. `--smoke` retrains on a tiny subset for one epoch (CI). `--winner FILE` adds params
 files as winners, e.g. the architecture an nni.nas search chose (experiments/nas); without an experiment id they are
 the winners and the report has no search section. An architecture file is a params file, so `--baseline` takes it too.
+
+On a dataset given by path (a folder of images, a CSV manifest, an .npz; experiments.new makes such an experiment),
+every group trains on the winner's images: the baselines, written for a benchmark ("dataset": "cifar10"), take the
+winner's dataset and the keys that shape its images (image_size, resize_mode, test_fraction, mirror_safe, ...), and
+lose a mirror the data is not said to allow (retrain.on_dataset; the report says so). The confusion matrix, the
+per-class table and the exported model use the dataset's class names; where its classes are imbalanced (largest /
+smallest above trial.folder.IMBALANCE_FLAG) or the search tuned balanced accuracy (`metric`), the report leads with
+balanced accuracy and macro F1, and Welch's test and the confidence intervals compare balanced accuracy.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,17 +33,46 @@ import numpy as np
 import pandas as pd
 
 from trial import data as data_mod
-from trial.config import SMOKE, ConfigError, load_params_file, resolve
+from trial.config import SMOKE, ConfigError, load_params_file, normalize, resolve
+from trial.data import DatasetError
+from trial.files import OutputError, json_text, make_dir, read_json, write_file
+from trial.folder import IMBALANCE_FLAG
 
 from . import plots
 from .compare import accuracy_cells, difference_text, welch
 from .evaluate import export_model
-from .export import experiment_dir, load_experiment, ranked_finished
-from .retrain import PROTOCOLS, protocol_data, protocol_overrides, retrain, summarise
+from .export import END_STATES, STOPPED_WITH_EXPERIMENT, experiment_dir, load_experiment, ranked_finished
+from .retrain import (
+    PROTOCOLS,
+    balanced_accuracy,
+    check_seeds,
+    dataset_keys,
+    on_dataset,
+    protocol_data,
+    protocol_overrides,
+    retrain,
+    summarise,
+)
 
 
 class ReportError(RuntimeError):
-    """An experiment that cannot be reported on yet (no finished trial); the message says what to wait for."""
+    """A report that cannot be made: an experiment with no finished trial (the message says whether to wait or that
+    none will come), an input that is missing or refused (a winner or baseline file, the seeds); one line."""
+
+
+def read_params(path, role: str) -> dict:
+    """A winner or baseline params file, read and its keys checked alone (names, types, ranges; how they combine is
+    checked once the report's dataset is known). Raises ReportError for a file that cannot be read, ConfigError
+    naming the file for one the harness refuses."""
+    try:
+        params = load_params_file(str(path))
+    except OSError as err:
+        raise ReportError(f"{role} file {path}: {err.strerror or err}") from None
+    try:
+        normalize(params)
+    except ConfigError as err:
+        raise ConfigError(f"{role} file {path}: {err}") from None
+    return params
 
 # How the tuning playbook sorts hyperparameters: architecture choices are what a study asks about (scientific);
 # optimiser settings are tuned so the comparison is fair (nuisance); everything not searched is fixed.
@@ -72,63 +110,101 @@ def make_report(experiment_id: str | None, out: Path, root=None, top_k: int = 1,
     `winner_set` (config keys -> values) is set on every winner before retraining, not on the baselines: the way back
     from a low-fidelity key of the search's trials other than the epochs and the subset, which every group resets
     (a search at `--width_mult 0.5` retrains its winners at `{"width_mult": 1}`).
-    The first winner sets the dataset, splits and epoch budget of every other group. Raises FileNotFoundError for an
-    unknown experiment or winner file, ReportError when the experiment has no finished trial yet or there is no
-    winner at all, trial.config.ConfigError for a winner file the harness refuses."""
-    out.mkdir(parents=True, exist_ok=True)
+    The first winner sets the dataset, splits and epoch budget of every other group. Every input is checked before
+    the first retraining (minutes each): the seeds, each file, `winner_set`, and every group's config under the
+    protocol. Raises FileNotFoundError for an unknown experiment, ReportError for a missing winner or baseline file, a
+    seed given twice, an experiment with no finished trial or no winner at all, trial.config.ConfigError for a file
+    or a winner_set the harness refuses, trial.files.OutputError for an output that cannot be written."""
+    try:
+        seeds = check_seeds(seeds)
+    except ValueError as err:
+        raise ReportError(f"seeds: {err}") from None
+    if top_k < 1:
+        raise ReportError(f"top_k is {top_k}; retrain at least the best trial (1)")
+    winner_set = dict(winner_set or {})
+    try:
+        normalize(winner_set)
+    except ConfigError as err:
+        raise ConfigError(f"--winner-set: {err}") from None
+    file_winners = [(path, read_params(path, "winner")) for path in winner_files]
+    baseline_params = [(path, read_params(path, "baseline")) for path in baselines]
+    make_dir(out)
     search = _search(experiment_id, root, top_k, out) if experiment_id else None
     # (group name, params, how it was chosen, whether it takes the first group's protocol: the files do)
-    winner_set = dict(winner_set or {})
     winners = [(f"winner{rank}_{w['trial_id']}",
-                {**json.loads((Path(w["trial_dir"]) / "config.json").read_text()), **winner_set},
+                {**read_json(Path(w["trial_dir"]) / "config.json"), **winner_set},
                 f"val {w['final_default']:.4f}", False) for rank, (_, w) in enumerate(search["winners"].iterrows(), 1)
                ] if search else []
-    for path in winner_files:
-        winners.append((f"winner{len(winners) + 1}_{Path(path).stem}", {**load_params_file(path), **winner_set},
-                        str(path), True))
+    for path, params in file_winners:
+        winners.append((f"winner{len(winners) + 1}_{Path(path).stem}", {**params, **winner_set}, str(path), True))
     if not winners:
         raise ReportError("nothing to report: give an experiment id, or winner files with --winner")
     # the search may have trained on a subset (a cheap fidelity); the winners and the baseline retrain on all of it
     extra = dict(SMOKE) if smoke else {"train_subset": 0}
     first = resolve(winners[0][1], protocol_overrides(protocol, epochs, 0), extra)
+    # baselines and winner files take the first group's dataset, splits and budget: one protocol for all
+    # (a dataset given by path: with the keys that shape its images; the winner's validation metric too)
+    same = {**dataset_keys(first), "epochs": first.epochs, "val_size": first.val_size,
+            "split_seed": first.split_seed, "metric": first.metric}
+    dataset, budget = first.dataset, first.epochs
+    # every group as it will train, before the first of them does: a refused one stops the report now, not after
+    # the winners have retrained for minutes
+    # a hand design written for a benchmark loses only a mirror the data is not said to allow (retrain.on_dataset)
+    moved = {name: on_dataset(params, same) for rank, (name, params, _, follows) in enumerate(winners)
+             if follows and rank}
+    moved.update({f"baseline_{Path(path).stem}": on_dataset(params, same) for path, params in baseline_params})
+    groups_params = [(name, moved[name][0] if name in moved else params) for name, params, _, _ in winners]
+    groups_params += [(f"baseline_{Path(path).stem}", moved[f"baseline_{Path(path).stem}"][0])
+                      for path, _ in baseline_params]
+    changed = {name: notes for name, (_, notes) in moved.items() if notes}
+    for name, params in groups_params:
+        try:
+            resolve(params, protocol_overrides(protocol, epochs, 0), extra)
+        except ConfigError as err:
+            raise ConfigError(f"{name}: {err}") from None
+    names = [name for name, _ in groups_params]
+    if len(set(names)) != len(names):
+        raise ReportError(f"two groups would be named {', '.join(sorted({n for n in names if names.count(n) > 1}))} "
+                          f"(files of the same name): rename one")
     # every group trains and is scored on the same splits: prepared once, shared by the runs of this process
     data = protocol_data(first, protocol, data_dir)
-    # baselines and winner files take the first group's dataset, splits and budget: one protocol for all
-    same = {"dataset": first.dataset, "epochs": first.epochs, "val_size": first.val_size,
-            "split_seed": first.split_seed}
-    dataset, budget = first.dataset, first.epochs
 
     groups: dict[str, list[dict]] = {}
     progress_total = (len(winners) + len(baselines)) * len(seeds)
     started = time.perf_counter()
-    for rank, (name, params, chosen, follows) in enumerate(winners):
+    for (name, _, chosen, _), (_, params) in zip(winners, groups_params):
         print(f"[report] retraining {name} ({chosen}) over seeds {list(seeds)}: "
               f"{len(groups) * len(seeds)}/{progress_total} runs done", file=sys.stderr)
-        groups[name] = retrain({**params, **same} if follows and rank else params, seeds, out / "runs" / name,
-                               protocol, epochs, extra=extra, data_dir=data_dir, jobs=jobs, data=data)
+        groups[name] = retrain(params, seeds, out / "runs" / name, protocol, epochs, extra=extra, data_dir=data_dir,
+                               jobs=jobs, data=data)
     # when the last winner seed got its test score: its test_metrics.json is written right then (a run reused from an
     # interrupted report keeps the time it was scored)
     winners_scored_ms = 1000 * max((Path(r["dir"]) / "test_metrics.json").stat().st_mtime
                                    for runs in groups.values() for r in runs)
     first_winner = next(iter(groups))
-    for path in baselines:
-        name = f"baseline_{Path(path).stem}"
+    for name, params in groups_params[len(winners):]:
         print(f"[report] retraining {name} over seeds {list(seeds)}: {len(groups) * len(seeds)}/{progress_total} "
               f"runs done, {time.perf_counter() - started:.0f}s", file=sys.stderr)
-        groups[name] = retrain({**load_params_file(path), **same}, seeds, out / "runs" / name, protocol, epochs,
-                               extra=extra, data_dir=data_dir, jobs=jobs, data=data)
+        groups[name] = retrain(params, seeds, out / "runs" / name, protocol, epochs, extra=extra, data_dir=data_dir,
+                               jobs=jobs, data=data)
 
     summary = {name: summarise(runs) for name, runs in groups.items()}
-    comparisons = {b: welch(summary[first_winner]["test_accuracies"], summary[b]["test_accuracies"])
+    info = data.info
+    # imbalanced classes (or a search tuned on it): balanced accuracy leads, and the comparisons are of it
+    lead = "balanced_accuracy" if info.imbalance > IMBALANCE_FLAG or first.metric == "balanced_accuracy" \
+        else "accuracy"
+    scores = "balanced_accuracies" if lead == "balanced_accuracy" else "test_accuracies"
+    comparisons = {b: welch(summary[first_winner][scores], summary[b][scores])
                    for b in groups if b.startswith("baseline_")}
-    pd.DataFrame([{"group": g, "seed": r["seed"], "test_accuracy": r["test"]["accuracy"],
-                   "macro_f1": r["test"]["macro_f1"], "roc_auc_ovr": r["test"]["roc_auc_ovr"],
-                   "params": r["final"]["params"], "train_seconds": r["final"]["train_seconds"], "dir": r["dir"]}
-                  for g, runs in groups.items() for r in runs]).to_csv(out / "runs.csv", index=False)
+    write_file(out / "runs.csv", pd.DataFrame([
+        {"group": g, "seed": r["seed"], "test_accuracy": r["test"]["accuracy"],
+         "balanced_accuracy": balanced_accuracy(r["test"]), "macro_f1": r["test"]["macro_f1"],
+         "roc_auc_ovr": r["test"]["roc_auc_ovr"], "params": r["final"]["params"],
+         "train_seconds": r["final"]["train_seconds"], "dir": r["dir"]}
+        for g, runs in groups.items() for r in runs]).to_csv(index=False))
 
     # figures
-    info = data_mod.INFO[dataset]
-    best_run = max(groups[first_winner], key=lambda r: r["test"]["accuracy"])
+    best_run = max(groups[first_winner], key=lambda r: r["test"][lead] if lead in r["test"] else r["test"]["accuracy"])
     test_images, test_labels = data_mod.denormalise(data.test_x, info).numpy(), data.test_y.cpu().numpy()
     figures, importance = {}, {}
     if search:
@@ -144,7 +220,7 @@ def make_report(experiment_id: str | None, out: Path, root=None, top_k: int = 1,
                                                       out / "confusion_matrix.png", f"{first_winner}, seed "
                                                       f"{best_run['seed']}")
     figures["winner_vs_baseline.png"] = plots.comparison_bars(
-        {g: summary[g]["test_accuracies"] for g in groups}, out / "winner_vs_baseline.png")
+        {g: summary[g][scores] for g in groups}, out / "winner_vs_baseline.png", "test " + lead.replace("_", " "))
     figures["misclassified.png"] = plots.misclassified(test_images, test_labels, best_run["proba"].argmax(1),
                                                        info.classes, out / "misclassified.png")
     export_model(best_run["model"], resolve(best_run["config"]), out / "model")
@@ -156,6 +232,12 @@ def make_report(experiment_id: str | None, out: Path, root=None, top_k: int = 1,
         "protocol": protocol, "seeds": list(seeds), "epochs": budget if epochs is None else epochs, "smoke": smoke,
         "val_size": first.val_size, "split_seed": first.split_seed,
         "winner_set": winner_set,
+        # what the data is and which number leads: balanced accuracy where the classes are imbalanced
+        "classes": list(info.classes), "class_imbalance": info.imbalance, "lead_metric": lead,
+        "search_metric": first.metric, "image_shape": list(info.shape),
+        "dataset_keys": {k: v for k, v in dataset_keys(first).items() if k != "dataset"},
+        "baselines_changed": changed,
+        "per_class": {"group": first_winner, "seed": best_run["seed"], "metrics": best_run["test"]["per_class"]},
         "groups": summary, "comparisons": comparisons, "importance": importance,
         "command": "python -m experiments.report " + " ".join(shlex.quote(a) for a in (argv or [experiment_id])),
     }
@@ -176,8 +258,8 @@ def make_report(experiment_id: str | None, out: Path, root=None, top_k: int = 1,
                                                                 / 60000),
             "edge_of_space": edge_report(search["winners"].iloc[0], search["profile"]),
         })
-    (out / "summary.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (out / "report.md").write_text(render(result, groups, figures))
+    write_file(out / "summary.json", json_text(result, default=str))
+    write_file(out / "report.md", render(result, groups, figures))
     return result
 
 
@@ -185,12 +267,15 @@ def _search(experiment_id: str, root, top_k: int, out: Path) -> dict:
     """The experiment's trial table (also written to out/trials.csv), its finished trials and the top-k of them."""
     exp_dir = experiment_dir(experiment_id, root)
     profile, trials = load_experiment(exp_dir)
-    trials.to_csv(out / "trials.csv", index=False)
-    counts = trials["status"].value_counts().to_dict()
+    write_file(out / "trials.csv", trials.to_csv(index=False))
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     finished = ranked_finished(trials)
     if finished.empty:
-        raise ReportError(f"experiment {experiment_id} has no SUCCEEDED trial with a final result yet "
-                          f"({len(trials)} trials: {counts}); wait for one, then run this again")
+        running = [k for k in counts if k not in (*END_STATES, STOPPED_WITH_EXPERIMENT)]
+        then = ("wait for one, then run this again" if running or not (len(trials) or profile.get("end_ms")) else
+                f"why each trial ended: python -m experiments.check --experiment {experiment_id}")
+        raise ReportError(f"experiment {experiment_id}: nothing finished, no trial has a final result "
+                          f"({', '.join(f'{v} {k}' for k, v in counts.items()) or 'no trials'}); {then}")
     return {"dir": exp_dir, "profile": profile, "trials": trials, "counts": counts, "finished": finished,
             "winners": finished.head(top_k)}
 
@@ -224,11 +309,42 @@ def _study_lines(r: dict) -> list[str]:
             f"{r['n_params_mismatch_in_nni_record']} trials (NNI 3.0 mis-pairing); this report uses the trials' own.",
             f"- Search cost: {r['search_trial_hours']:.2f} trial-hours"
             + (f" in {r['search_wall_hours']:.2f} h of wall time." if r["search_wall_hours"] else "."),
-            f"- Best validation accuracy during the search: {r['best_val_accuracy']:.4f} (trial {r['best_trial']}).",
+            f"- Best validation {r.get('search_metric', 'accuracy').replace('_', ' ')} during the search (the "
+            f"tuner's metric, config key `metric`): {r['best_val_accuracy']:.4f} (trial {r['best_trial']}).",
             f"- From the search's first trial to the last winner seed scored: "
             f"{r['minutes_search_start_to_last_winner_scored']:.1f} minutes (when its test_metrics.json was "
             f"written; a run reused from an interrupted report keeps that time).",
             f"- Best point on the edge of the space: {'; '.join(r['edge_of_space']) or 'no'}.", ""]
+
+
+def _data_lines(r: dict) -> list[str]:
+    """What the data is: for a dataset given by path its classes, image shape and the keys that made it; for every
+    dataset the tuner's metric."""
+    metric = r.get("search_metric", "accuracy")
+    lines = ["## The data", ""]
+    if r.get("dataset_keys"):
+        shape, keys, classes = r.get("image_shape") or [0, 0, 0], r["dataset_keys"], r["classes"]
+        more = f" and {len(classes) - 20} more" if len(classes) > 20 else ""
+        lines += [f"- {r['dataset']}: {len(classes)} classes ({', '.join(classes[:20])}{more}), "
+                  f"images {shape[1]}x{shape[2]} with {shape[0]} channel{'s' if shape[0] > 1 else ''}, "
+                  f"resize_mode {keys.get('resize_mode')!r}, mirror_safe {str(keys.get('mirror_safe')).lower()}.",
+                  f"- Class imbalance (largest / smallest training class): {r.get('class_imbalance', 1.0):.2f}"
+                  + (f" > {IMBALANCE_FLAG}: imbalanced." if r.get("class_imbalance", 1.0) > IMBALANCE_FLAG else ".")]
+    lines += [f"- The tuner's metric: validation {metric.replace('_', ' ')} (config key `metric: {metric}`); the "
+              f"table below leads with test {r.get('lead_metric', 'accuracy').replace('_', ' ')}.", ""]
+    return lines
+
+
+def _per_class_lines(r: dict) -> list[str]:
+    """The best winner run's per-class test metrics, by class name."""
+    per_class = r.get("per_class")
+    if not per_class:
+        return []
+    lines = [f"## Per-class test metrics ({per_class['group']}, seed {per_class['seed']})", "",
+             "| class | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
+              for name, m in per_class["metrics"].items()]
+    return lines + [""]
 
 
 def render(r: dict, groups: dict, figures: dict) -> str:
@@ -244,16 +360,38 @@ def render(r: dict, groups: dict, figures: dict) -> str:
         lines += [f"The winners retrain with {', '.join(f'{k} = {v}' for k, v in r['winner_set'].items())} set over "
                   f"what they were chosen with (`--winner-set`: the search's trials ran at a lower fidelity); the "
                   f"baselines keep their own.", ""]
+    lines += _data_lines(r)
     if r["experiment_id"]:
         lines += _study_lines(r)
+    balanced = r.get("lead_metric") == "balanced_accuracy"
     lines += [f"## Winner vs baseline on the test split ({r['protocol']}, {r['epochs']} epochs, seeds {r['seeds']})",
-              "",
-              "| model | test accuracy (mean +- std) | runs | macro F1 | ROC AUC (ovr) | parameters | train s/run |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for name, g in r["groups"].items():
-        lines.append(f"| {name} | {accuracy_cells(g)} | {g['macro_f1_mean']:.4f} | {g['roc_auc_mean']:.4f} | "
-                     f"{g['params']:,} | {g['train_seconds_mean']:.0f} |")
+              ""]
+    if balanced:
+        why = (f"The classes are imbalanced (largest / smallest training class {r['class_imbalance']:.2f} > "
+               f"{IMBALANCE_FLAG})" if r.get("class_imbalance", 1.0) > IMBALANCE_FLAG else
+               "The search tuned validation balanced accuracy (`metric: balanced_accuracy`)")
+        lines += [f"{why}: balanced accuracy (the mean recall over the classes) and macro F1 lead, and the "
+                  f"comparisons below are of balanced accuracy; plain accuracy rewards predicting the largest "
+                  f"classes.", "",
+                  "| model | balanced accuracy (mean +- std) | runs | macro F1 (mean +- std) | accuracy (mean +- std) "
+                  "| ROC AUC (ovr) | parameters | train s/run |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for name, g in r["groups"].items():
+            flag = f" (DIVERGED: seeds {', '.join(map(str, d))})" if (d := g.get("diverged_seeds")) else ""
+            lines.append(f"| {name} | {g['balanced_accuracy_mean']:.4f} +- {g['balanced_accuracy_std']:.4f}{flag} | "
+                         f"{', '.join(f'{a:.4f}' for a in g['balanced_accuracies'])} | "
+                         f"{g['macro_f1_mean']:.4f} +- {g.get('macro_f1_std', 0.0):.4f} | "
+                         f"{g['test_accuracy_mean']:.4f} +- {g['test_accuracy_std']:.4f} | {g['roc_auc_mean']:.4f} | "
+                         f"{g['params']:,} | {g['train_seconds_mean']:.0f} |")
+    else:
+        lines += ["| model | test accuracy (mean +- std) | runs | macro F1 | ROC AUC (ovr) | parameters | train s/run |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name, g in r["groups"].items():
+            lines.append(f"| {name} | {accuracy_cells(g)} | {g['macro_f1_mean']:.4f} | {g['roc_auc_mean']:.4f} | "
+                         f"{g['params']:,} | {g['train_seconds_mean']:.0f} |")
     lines.append("")
+    for name, notes in (r.get("baselines_changed") or {}).items():
+        lines.append(f"- {name} moved onto this dataset with {', '.join(notes)}: the data is not said to be "
+                     f"mirror-safe (`mirror_safe`), and a mirror could change a class.")
     for name, g in r["groups"].items():
         if g.get("diverged_seeds"):
             lines.append(f"- **{name} diverged** in seeds {g['diverged_seeds']} ({g['diverged_error']}): the test "
@@ -261,15 +399,19 @@ def render(r: dict, groups: dict, figures: dict) -> str:
     for name, c in r["comparisons"].items():
         broken = [g for g in (next(iter(r["groups"])), name) if r["groups"][g].get("diverged_seeds")]
         caveat = f"; not a comparison of trained models: {' and '.join(broken)} diverged" if broken else ""
-        lines.append(f"- Winner minus {name}: {difference_text(c)}{caveat}.")
+        lines.append(f"- Winner minus {name}{' in balanced accuracy' if balanced else ''}: {difference_text(c)}"
+                     f"{caveat}.")
     lines += ["", "Per-run outputs (config, metrics per epoch, checkpoint, test metrics with per-class precision, "
-              "recall and F1 and the confusion matrix) are under `runs/`; `runs.csv` lists every run.", "",
-              "## Figures", ""]
+              "recall and F1 and the confusion matrix) are under `runs/`; `runs.csv` lists every run.", ""]
+    lines += _per_class_lines(r)
+    lines += ["## Figures", ""]
     lines += [f"![{name}]({name})" for name in figures]
     lines += ["", "## The winner as a model", "",
               "`model/` holds `model.pt2` (a `torch.export` program: raw pixel values in, probabilities out), "
               "`model_state.pt` (state dict and resolved config) and `model.json`. Classify images with torch and "
-              "Pillow only: `python experiments/results/predict.py model/ image.png`.", ""]
+              "Pillow only: `python experiments/results/predict.py model/ image.png`"
+              + (f" (any image file, of any size: read and resized to {r['image_shape'][1]}x{r['image_shape'][2]} "
+                 f"as the training images were, model.json says how)" if r.get("dataset_keys") else "") + ".", ""]
     winner_cfg = groups[next(iter(groups))][0]["config"]
     lines += ["Winner's resolved config:", "", "```json", json.dumps(winner_cfg, indent=2), "```", ""]
     return "\n".join(lines)
@@ -296,6 +438,12 @@ def main(argv=None) -> int:
                         "after a search whose trials ran at --width_mult 0.5")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
+    try:
+        check_seeds(args.seeds)
+    except ValueError as err:
+        p.error(f"--seeds: {err}")
+    if args.top_k < 1 or args.jobs < 1:
+        p.error("--top-k and --jobs take 1 or more")
     if not all("=" in kv for kv in args.winner_set):
         p.error(f"--winner-set takes KEY=VALUE pairs, got {' '.join(args.winner_set)}")
     winner_set = dict(kv.split("=", 1) for kv in args.winner_set)
@@ -307,13 +455,20 @@ def main(argv=None) -> int:
     try:
         result = make_report(args.experiment_id, out, args.root, args.top_k, args.seeds, args.protocol, args.epochs,
                              args.baseline, args.smoke, args.data_dir, argv, args.jobs, args.winner, winner_set)
-    except (ReportError, FileNotFoundError, ConfigError) as err:
+    except (ReportError, FileNotFoundError, ConfigError, DatasetError, OutputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:   # Ctrl-C or SIGTERM: the seeds that finished are kept, and reused
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"[report] stopped by {signal.Signals(signum).name}; every seed that finished is kept under "
+              f"{out / 'runs'}, and the same command goes on from there", file=sys.stderr)
+        return 128 + signum
     for name, g in result["groups"].items():
         diverged = (f"  DIVERGED in seeds {g['diverged_seeds']} ({g['diverged_error']}): not a result"
                     if g["diverged_seeds"] else "")
-        print(f"{name}: test accuracy {g['test_accuracy_mean']:.4f} +- {g['test_accuracy_std']:.4f}{diverged}")
+        lead = (f"test balanced accuracy {g['balanced_accuracy_mean']:.4f} +- {g['balanced_accuracy_std']:.4f}, "
+                f"macro F1 {g['macro_f1_mean']:.4f}, " if result["lead_metric"] == "balanced_accuracy" else "")
+        print(f"{name}: {lead}test accuracy {g['test_accuracy_mean']:.4f} +- {g['test_accuracy_std']:.4f}{diverged}")
     print(f"report: {out / 'report.md'}")
     return 0
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import multiprocessing as mp
 import os
@@ -30,12 +31,28 @@ import numpy as np
 import torch
 
 from trial import data as data_mod
-from trial.config import SMOKE, TrialConfig, load_params_file, resolve
+from trial.config import SMOKE, ConfigError, TrialConfig, load_params_file, resolve
+from trial.data import DatasetError
+from trial.files import OutputError, json_text, read_json, remove_file, write_file, write_files
+from trial.folder import FolderOptions
 from trial.train import pick_device, train
 
 from .evaluate import classification_metrics, load_checkpoint, predict_proba
 
 PROTOCOLS = ("train_val", "early_stop")
+
+
+def check_seeds(seeds) -> list[int]:
+    """The seeds as a list; ValueError for none, or for a seed given twice: its two runs would be one run counted
+    twice in the mean, the std and Welch's test (the same seed trains the same weights)."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("no seeds given")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise ValueError(f"seed(s) {', '.join(map(str, twice))} given twice in {seeds}: a seed retrains the same run, "
+                         f"which the mean, std and Welch's test would count as two; give each seed once")
+    return seeds
 
 
 def protocol_overrides(protocol: str, epochs: int | None, patience: int) -> dict:
@@ -48,6 +65,33 @@ def protocol_overrides(protocol: str, epochs: int | None, patience: int) -> dict
     return {**base, "keep": "best", "patience": patience}
 
 
+def dataset_keys(cfg: TrialConfig) -> dict:
+    """The keys that make cfg's data what it is: the dataset, and for a dataset given by path the keys that shape its
+    images and splits (image_size, resize_mode, test_fraction, mirror_safe, ...). Every group of a report trains on
+    them."""
+    keys = {"dataset": cfg.dataset}
+    if cfg.dataset not in data_mod.INFO:
+        keys.update(dataclasses.asdict(FolderOptions.of(cfg)))
+    return keys
+
+
+def on_dataset(params: dict, keys: dict) -> tuple[dict, list[str]]:
+    """`params` moved onto the data `keys` describe (dataset_keys), and what else had to change, one note each. A
+    hand design written for a benchmark (baselines set "dataset": "cifar10", airbench's mirror test-time augmentation
+    and flips) keeps everything but a mirror on data not said to be mirror-safe: tta mirror* becomes none and
+    augmentation crop_flip becomes crop (trial.config refuses a mirror there)."""
+    out, notes = {**params, **keys}, []
+    if keys["dataset"] not in data_mod.INFO and not keys.get("mirror_safe"):
+        tta, augmentation = str(out.get("tta", "none")), out.get("augmentation")
+        if tta.startswith("mirror"):
+            out["tta"] = "none"
+            notes.append(f"tta {tta} -> none")
+        if augmentation == "crop_flip":
+            out["augmentation"] = "crop"
+            notes.append("augmentation crop_flip -> crop")
+    return out, notes
+
+
 def merged_train_val(d: data_mod.DeviceData) -> data_mod.DeviceData:
     """Train on train + validation; the validation tensors stay only so the loop can log a (non-held-out) number."""
     return data_mod.DeviceData(torch.cat([d.train_x, d.val_x]), torch.cat([d.train_y, d.val_y]), d.val_x, d.val_y,
@@ -58,7 +102,7 @@ def finished_run(run_dir: Path, config: dict) -> tuple[dict, dict] | None:
     """(final metrics, test metrics) of a run that already finished in `run_dir` with exactly `config`, else None:
     an interrupted report picks up where it stopped instead of training every finished seed again. A key one side
     lacks counts as its default (a field added to TrialConfig after the run, or one to_dict leaves out when unset,
-    like nas_arch), which the run then had."""
+    like nas_arch), which the run then had. A run that a signal stopped (final.json `interrupted`) is not finished."""
     files = [run_dir / n for n in ("config.json", "final.json", "test_metrics.json", "test_predictions.npz", "best.pt")]
     if not all(f.is_file() for f in files):
         return None
@@ -67,14 +111,15 @@ def finished_run(run_dir: Path, config: dict) -> tuple[dict, dict] | None:
             # threads change the speed, not the run; so does val_every_epoch, which only a config that keeps the
             # last weights may turn off (trial.config), and then it changes what is logged, not what is trained
             return {k: v for k, v in json.loads(json.dumps(cfg)).items() if k not in ("threads", "val_every_epoch")}
-        saved, wanted = same(json.loads(files[0].read_text())), same(config)
+        saved, wanted = same(read_json(files[0])), same(config)
         defaults = same(dataclasses.asdict(TrialConfig()))     # every field, nas_arch (None) included
 
         def full(cfg: dict) -> dict:
             return {k: cfg.get(k, defaults.get(k)) for k in saved.keys() | wanted.keys()}
-        if full(saved) != full(wanted):
+        final = read_json(files[1])
+        if full(saved) != full(wanted) or final.get("interrupted"):
             return None
-        return json.loads(files[1].read_text()), json.loads(files[2].read_text())
+        return final, read_json(files[2])
     except (OSError, ValueError):
         return None
 
@@ -89,7 +134,9 @@ def retrain(params: dict, seeds, out_dir: str | Path, protocol: str = "train_val
     `data`, splits already prepared for this protocol (see protocol_data), is reused by every seed when jobs is 1.
     `jobs` seeds train at once in separate processes, each with cpu_count // jobs torch threads, so that together they
     do not oversubscribe the cores. The search's `threads` is not kept: it described a trial sharing the machine, not
-    this run. Raises ConfigError for parameters the harness refuses, DatasetError for missing data."""
+    this run. Raises ValueError for a seed given twice, ConfigError for parameters the harness refuses, DatasetError
+    for missing data, trial.files.OutputError for an output that cannot be written."""
+    seeds = check_seeds(seeds)
     jobs = max(1, min(jobs, len(seeds)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     overrides = {**protocol_overrides(protocol, epochs, patience), "threads": threads, **(extra or {})}
@@ -116,7 +163,7 @@ def retrain(params: dict, seeds, out_dir: str | Path, protocol: str = "train_val
 def protocol_data(cfg: TrialConfig, protocol: str, data_dir=None) -> data_mod.DeviceData:
     """The splits a protocol trains on, on cfg's device: train_val merges validation into training."""
     data = data_mod.prepare(cfg.dataset, cfg.val_size, cfg.split_seed, pick_device(cfg.device), cfg.train_subset,
-                            data_dir)
+                            data_dir, options=FolderOptions.of(cfg))
     return merged_train_val(data) if protocol == "train_val" else data
 
 
@@ -131,6 +178,8 @@ def _run_seed(params: dict, overrides: dict, seed: int, run_dir: Path, protocol:
         model = load_checkpoint(run_dir / "best.pt")[0]
         proba = np.load(run_dir / "test_predictions.npz")["proba"]
     else:
+        # a test score left by an earlier run in this folder is not this run's (finished_run would take it)
+        remove_file(run_dir / "test_metrics.json")
         data = data if data is not None else protocol_data(cfg, protocol, data_dir)
         # in parallel processes one line per epoch (progress bars of several processes would garble each other)
         report = None if progress else (lambda m: print(
@@ -141,20 +190,45 @@ def _run_seed(params: dict, overrides: dict, seed: int, run_dir: Path, protocol:
         proba = predict_proba(model, data.test_x, tta=cfg.tta)   # float32, as the exported model runs
         y = data.test_y.cpu().numpy()
         metrics = classification_metrics(y, proba, data.info.classes)
-        np.savez_compressed(run_dir / "test_predictions.npz", proba=proba, y=y)
-        (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        predictions = io.BytesIO()
+        np.savez_compressed(predictions, proba=proba, y=y)
+        # test_metrics.json last: with it there, the run is finished (finished_run)
+        write_files({run_dir / "test_predictions.npz": predictions.getvalue(),
+                     run_dir / "test_metrics.json": json_text(metrics)})
     return {"seed": seed, "protocol": protocol, "dir": str(run_dir), "config": cfg.to_dict(), "final": final,
             "test": metrics, "proba": proba, "model": model.cpu().eval()}
 
 
+def balanced_accuracy(metrics: dict) -> float:
+    """A run's test balanced accuracy: its own, or from its confusion matrix (test metrics written before it was
+    recorded): the mean recall over the classes that have test images."""
+    if "balanced_accuracy" in metrics:
+        return metrics["balanced_accuracy"]
+    cm = np.asarray(metrics["confusion_matrix"], dtype=float)
+    support = cm.sum(1)
+    return float((np.diag(cm)[support > 0] / support[support > 0]).mean())
+
+
+def _std(values: list[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def summarise(runs: list[dict]) -> dict:
-    """Test accuracy mean, std (ddof 1) and per seed, macro F1 and ROC AUC means, parameters, mean training seconds,
-    and the seeds whose training diverged (a non-finite loss: their test accuracy is that of a broken network, not
-    a result) with the harness's reason."""
+    """Test accuracy, balanced accuracy and macro F1: mean, std (ddof 1) and per seed; ROC AUC mean, parameters,
+    mean training seconds, and the seeds whose training diverged (a non-finite loss: their test accuracy is that of a
+    broken network, not a result) with the harness's reason. ValueError for runs of one seed given twice (one run
+    counted twice)."""
+    check_seeds(r["seed"] for r in runs)
     acc = [r["test"]["accuracy"] for r in runs]
+    balanced = [balanced_accuracy(r["test"]) for r in runs] if all("confusion_matrix" in r["test"] or
+                                                                     "balanced_accuracy" in r["test"] for r in runs) \
+        else None
+    f1 = [r["test"]["macro_f1"] for r in runs]
     diverged = [r for r in runs if r["final"].get("diverged")]
-    return {"test_accuracy_mean": float(np.mean(acc)), "test_accuracy_std": float(np.std(acc, ddof=1)) if len(acc) > 1
-            else 0.0, "test_accuracies": acc, "macro_f1_mean": float(np.mean([r["test"]["macro_f1"] for r in runs])),
+    return {"test_accuracy_mean": float(np.mean(acc)), "test_accuracy_std": _std(acc), "test_accuracies": acc,
+            **({"balanced_accuracy_mean": float(np.mean(balanced)), "balanced_accuracy_std": _std(balanced),
+                "balanced_accuracies": balanced} if balanced is not None else {}),
+            "macro_f1_mean": float(np.mean(f1)), "macro_f1_std": _std(f1), "macro_f1s": f1,
             "roc_auc_mean": float(np.mean([r["test"]["roc_auc_ovr"] for r in runs])),
             "params": runs[0]["final"]["params"],
             "train_seconds_mean": float(np.mean([r["final"]["train_seconds"] for r in runs])),
@@ -166,7 +240,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("params", help="a params file (a baseline, or a winner's config.json)")
-    p.add_argument("--dataset")
+    p.add_argument("--dataset", help="a dataset name or the path of a folder, manifest or .npz (a hand design loses "
+                                      "a mirror there: not said to be mirror-safe)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--protocol", choices=PROTOCOLS, default="train_val")
     p.add_argument("--epochs", type=int)
@@ -178,10 +253,28 @@ def main(argv=None) -> int:
     p.add_argument("--name", help="the group's name in OUT/summary.json (default: the params file's name, e.g. "
                                   "baseline_resnet for baselines/resnet.json, as a report names it)")
     args = p.parse_args(argv)
-    params = load_params_file(args.params)
-    extra = {**(SMOKE if args.smoke else {}), **({"dataset": args.dataset} if args.dataset else {})}
-    runs = retrain(params, args.seeds, args.out, args.protocol, args.epochs, args.patience, extra, args.data_dir,
-                   jobs=args.jobs)
+    try:
+        check_seeds(args.seeds)
+    except ValueError as err:
+        p.error(f"--seeds: {err}")
+    extra = SMOKE if args.smoke else {}
+    try:
+        params = load_params_file(args.params)
+    except (OSError, ConfigError) as err:
+        print(f"error: cannot read params file {args.params}: {err.strerror or err}" if isinstance(err, OSError)
+              else f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dataset:   # a hand design written for a benchmark, on another dataset: what changes is said
+        params, notes = on_dataset(params, {"dataset": args.dataset, **({} if args.dataset in data_mod.INFO else
+                                                                        {"mirror_safe": False})})
+        for note in notes:
+            print(f"[retrain] on {args.dataset}: {note} (not mirror-safe)", file=sys.stderr)
+    try:
+        runs = retrain(params, args.seeds, args.out, args.protocol, args.epochs, args.patience, extra, args.data_dir,
+                       jobs=args.jobs)
+    except (ConfigError, DatasetError, OutputError) as err:   # each one line: the key, the data, the path
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     name = args.name or f"baseline_{Path(args.params).stem}"
     group = summarise(runs)
     first = runs[0]["config"]
@@ -192,7 +285,11 @@ def main(argv=None) -> int:
                "groups": {name: group},
                "command": "python -m experiments.results.retrain "
                           + " ".join(map(shlex.quote, argv))}
-    (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    try:
+        write_file(Path(args.out) / "summary.json", json_text(summary))
+    except OutputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     accs = np.array([r["test"]["accuracy"] for r in runs])
     print(f"test accuracy over {len(runs)} seeds: {accs.mean():.4f} +- {accs.std(ddof=1) if len(accs) > 1 else 0:.4f}"
           f"  ({', '.join(f'{a:.4f}' for a in accs)})")

@@ -2,15 +2,15 @@
 
     python -m experiments.studies.load --trials 300 --concurrency 8
 
-Each trial is `python -m trial --no-train`: the whole adapter path of a real trial (NNI's parameters in, the trial's
-own record written, one intermediate and one final result reported, with the hash of the parameters it received) with
-no training, so the load is on NNI's manager, its tuner (Random) and the local training service. Started through our
-secure starter (launch/local.py: 127.0.0.1 only). At the end it reads NNI's database and the trials' own files back and
-prints: trials started and how they ended, final results recorded (each trial exactly once), results lost (a trial that
-succeeded without its final result in the database, or whose result is not its own parameters'), wall time, and the
-NNI manager's resident memory at the first poll, at the end, at its peak, and when a quarter, half, three quarters
-and all of the trials had ended (steady memory grows less in the later quarters than in the first). Exit status 1 when a result was lost or
-recorded twice.
+Each trial is `python -m experiments.studies.load_trial` (load_trial.py): the whole adapter path of a real trial (NNI's
+parameters in, the trial's own record written, one intermediate and one final result reported, with the hash of the
+parameters it received) with no training, so the load is on NNI's manager, its tuner (Random) and the local training
+service. Started through our secure starter (launch/local.py: 127.0.0.1 only). At the end it reads NNI's database and
+the trials' own files back and prints: trials started and how they ended, final results recorded (each trial exactly
+once), results lost (a trial that succeeded without its final result in the database, or whose result is not its own
+parameters'), wall time, and the NNI manager's resident memory at the first poll, at the end, at its peak, and when a
+quarter, half, three quarters and all of the trials had ended (steady memory grows less in the later quarters than in
+the first). Exit status 1 when a result was lost or recorded twice.
 """
 from __future__ import annotations
 
@@ -56,9 +56,9 @@ def run_load(trials: int, concurrency: int, workdir: str | Path) -> dict:
                 if quarter not in by_quarter and ended >= quarter * trials / 4:
                     by_quarter[quarter] = round(rss[-1] / 2 ** 20, 1)
 
-    exp_id, wall, table = local.run("load", f"{sys.executable} -m trial --no-train --dataset mnist", SPACE,
-                                    {"name": "Random", "class_args": {"seed": 0}}, workdir, trials, concurrency,
-                                    on_poll=sample)
+    command = f"{sys.executable} -m experiments.studies.load_trial --dataset mnist"
+    exp_id, wall, table = local.run("load", command, SPACE, {"name": "Random", "class_args": {"seed": 0}}, workdir,
+                                    trials, concurrency, on_poll=sample)
     succeeded = table[table["status"] == "SUCCEEDED"]
     lost = int((succeeded["n_final"] == 0).sum())
     not_own = int(succeeded["final_digest_ok"].eq(False).sum()) if "final_digest_ok" in table else 0

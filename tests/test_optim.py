@@ -1,0 +1,84 @@
+"""Every learning-rate schedule of trial/optim.py, stepped through the smallest runs (1 to 5 steps) with every
+optimizer and the extreme warm-ups: the rates a run trains with are finite, positive and never above the peak. And the
+run that found the fault: a one-cycle smoke run of exactly 4 steps trains (it raised ZeroDivisionError in OneCycleLR).
+
+    .venv/bin/pytest tests/test_optim.py -q
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from trial import data as data_mod
+from trial.config import SMOKE, resolve
+from trial.optim import OPTIMIZERS, SCHEDULES, param_groups
+from trial.train import steps_per_epoch, train
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")   # tiny tensors: more threads only contend
+
+
+def tiny_model() -> nn.Module:
+    # a BatchNorm bias gives the optimizer its second parameter group (its own peak lr)
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("warmup", [0.0, 0.23, 1.0])
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_every_schedule_gives_usable_rates_for_the_smallest_runs(name, optimizer, warmup, total):
+    cfg = resolve({"lr_schedule": name, "optimizer": optimizer, "warmup_fraction": warmup, "learning_rate": 0.1,
+                   "norm_bias_lr_scale": 4.0})
+    model = tiny_model()
+    opt = OPTIMIZERS[optimizer](param_groups(model, cfg), cfg)
+    peaks = [g["lr"] for g in opt.param_groups]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")     # a schedule stepped out of order warns: that is a fault here too
+        schedule = SCHEDULES[name](opt, cfg, total)
+        used = []
+        for _ in range(total):             # what train_epoch does for each batch
+            used.append([g["lr"] for g in opt.param_groups])
+            model(torch.randn(4, 3)).sum().backward()
+            opt.step()
+            schedule.after_batch()
+        schedule.after_epoch(0.5)
+    for step in used:
+        for lr, peak in zip(step, peaks):
+            assert math.isfinite(lr) and 0 < lr <= peak * (1 + 1e-9), (name, total, used)
+    after = [g["lr"] for g in opt.param_groups]
+    assert all(math.isfinite(lr) and lr >= 0 for lr in after), after
+    if name == "warmup_linear":
+        start = cfg.lr_start_factor if warmup > 0 else 1.0    # no warm-up: the first step is at the peak
+        assert used[0][0] == pytest.approx(start * peaks[0])
+        if warmup == 1.0:
+            assert used == sorted(used), "a warm-up over every step only rises"
+
+
+def test_onecycle_keeps_torchs_schedule_where_it_had_one():
+    """The fix for 4 steps changes no other total: results of earlier one-cycle runs stay reproducible."""
+    cfg = resolve({"lr_schedule": "onecycle", "optimizer": "sgd", "learning_rate": 0.1})
+    for total in (3, 5, 40, 400):
+        ours, theirs = (torch.optim.SGD(tiny_model().parameters(), lr=0.1, momentum=0.9) for _ in range(2))
+        schedule = SCHEDULES["onecycle"](ours, cfg, total)
+        reference = torch.optim.lr_scheduler.OneCycleLR(theirs, 0.1, total_steps=total, pct_start=0.25)
+        for _ in range(total):
+            assert ours.param_groups[0]["lr"] == theirs.param_groups[0]["lr"]
+            assert ours.param_groups[0]["momentum"] == theirs.param_groups[0]["momentum"]
+            ours.step(), theirs.step()
+            schedule.after_batch(), reference.step()
+
+
+@pytest.mark.parametrize("name", ["onecycle", "cosine", "warmup_linear"])
+def test_a_smoke_run_of_four_steps_trains(tiny_root, name):
+    """`python -m trial --dataset mnist --smoke --lr_schedule onecycle`: 512 images in batches of 128, 4 steps."""
+    d = data_mod.prepare("mnist", SMOKE["val_size"], 0, torch.device("cpu"))
+    batch = math.ceil(len(d.train_x) / 4)
+    assert steps_per_epoch(len(d.train_x), batch) == 4
+    result = train(resolve({"dataset": "mnist", **SMOKE, "lr_schedule": name, "batch_size": batch,
+                            "eval_test": False}), data=d)
+    assert result.metrics["epochs_run"] == 1 and not result.metrics["diverged"]
+    assert math.isfinite(result.history[0]["train_loss"])

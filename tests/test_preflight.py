@@ -330,3 +330,26 @@ def test_python_api_portal_urls_name_only_the_answering_address():
         logger.setLevel(level)
     assert records[0] == "Web portal URLs: http://127.0.0.1:8095" and records[1] == "Starting web server..."
     assert "192.0.2.2" in records[2]      # the filter is gone once the block ends
+
+
+def test_a_killed_managers_dispatcher_retrying_is_not_a_dead_tuner(tmp_path):
+    """After SIGKILL of NNI's manager its dispatcher goes on retrying the websocket and logs ConnectionRefusedError
+    tracebacks into the dispatcher.log a resumed experiment shares; those are not the resumed tuner's death, while a
+    tuner's own traceback still is."""
+    from experiments.launch.check import dispatcher_error
+    log = tmp_path / "exp1" / "log" / "dispatcher.log"
+    log.parent.mkdir(parents=True)
+    (tmp_path / "exp1" / "db").mkdir()
+    (tmp_path / "exp1" / "db" / "nni.sqlite").touch()   # what makes a folder an experiment's
+    retry = ("[2026-12-06 05:13:30] ERROR (nni.runtime.command_channel.websocket.channel/MainThread) Failed to receive "
+             "command. Retry in 1s\nTraceback (most recent call last):\n  File \"x.py\", line 1, in _receive\n"
+             "ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 41189)\n"
+             "[2026-12-06 05:13:40] INFO (nni.runtime.msg_dispatcher_base/MainThread) Report error to NNI manager: "
+             "Traceback (most recent call last):\n    command, data = self._channel._receive()\n"
+             "ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 41189)\n")
+    log.write_text(retry)
+    assert dispatcher_error("exp1", tmp_path) is None
+    log.write_text(retry + "[2026-12-06 05:14:00] ERROR (nni.main/MainThread) tuner died\n"
+                   "Traceback (most recent call last):\n  File \"tpe.py\", line 9, in generate\n"
+                   "ValueError: high - low < 0\n")
+    assert dispatcher_error("exp1", tmp_path) == "ValueError: high - low < 0"

@@ -502,6 +502,7 @@ def dispatcher_error(experiment_id: str, root: str | Path | None = None, since: 
             text = fh.read().decode(errors="replace")
     except OSError:                # no dispatcher log (yet)
         return None
+    text = _without_channel_retries(text)
     if "Traceback (most recent call last)" not in text:
         return None
     tail = text[text.rindex("Traceback (most recent call last)"):].splitlines()
@@ -509,6 +510,20 @@ def dispatcher_error(experiment_id: str, root: str | Path | None = None, since: 
     errors = [line for line in tail[1:] if line and not line.startswith((" ", "\t", "["))
               and re.match(r"^[\w.]+(Error|Exception|Exit|Interrupt)\b|^[\w.]+:", line)]
     return errors[-1].strip() if errors else tail[-1].strip()
+
+
+def _without_channel_retries(text: str) -> str:
+    """dispatcher.log without the records (header line and traceback) of NNI's command channel retrying its websocket:
+    a dispatcher whose manager was killed goes on retrying and logging ConnectionRefusedError into the log that the
+    resumed experiment's new dispatcher shares. Those records say the old manager is gone, not that a tuner died."""
+    records: list[list[str]] = []
+    for line in text.splitlines():
+        if line.startswith("[") or not records:   # a record's header: "[time] LEVEL (logger/thread) message"
+            records.append([])
+        records[-1].append(line)
+    lost = ("command_channel.websocket", "_channel._receive()")   # the channel to the manager failing, not the tuner
+    return "\n".join(line for record in records if not any(mark in "\n".join(record) for mark in lost)
+                     for line in record)
 
 
 def main(argv: list[str] | None = None) -> int:

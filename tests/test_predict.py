@@ -149,3 +149,31 @@ def test_photos_keep_their_aspect_by_a_centred_crop():
         x, note = read_image(path, (3, 32, 32), "cifar10")
     assert x.shape == (3, 32, 32) and note == ""
     assert x[1].mean() > 200 and x[0].mean() < 60 and x[2].mean() < 60
+
+
+def test_field_cases_coloured_backgrounds_and_a_transparent_canvas_read_as_their_digit():
+    """c16: the same 7 as chalk on a green board and on red, blue ink on cream, red pen on white; c10: white ink on a
+    transparent canvas. Each is read as a 7, and a converted one says how."""
+    files = sorted((FIELD_CASES / "c16_colour_backgrounds").iterdir()) + sorted((FIELD_CASES / "c10_alpha").iterdir())
+    status, rows, errors = run(*files)
+    assert status == 0 and not errors
+    assert {path: label for path, (label, _) in rows.items()} == {str(f): "7" for f in files}
+    assert "colour" in rows[str(FIELD_CASES / "c16_colour_backgrounds" / "white_chalk_on_green_board.png")][1]
+    assert "transparent" in rows[str(FIELD_CASES / "c10_alpha" / "white_ink_on_transparent.png")][1]
+
+
+def test_a_coloured_drawing_of_our_own_and_black_ink_on_a_transparent_canvas(tmp_path):
+    """Beyond the handed files: a 2 drawn in yellow on purple, and dark strokes on a transparent canvas (composited
+    over white, where they show, then inverted as ink on paper)."""
+    strokes = np.asarray(grey(2)) > 128
+    coloured = np.zeros((*strokes.shape, 3), np.uint8)
+    coloured[:] = (90, 30, 120)
+    coloured[strokes] = (240, 220, 40)
+    Image.fromarray(coloured).resize((112, 112)).save(tmp_path / "yellow_on_purple.png")
+    rgba = np.zeros((*strokes.shape, 4), np.uint8)
+    rgba[..., 3] = strokes * 255                            # black ink where the strokes are, transparent elsewhere
+    Image.fromarray(rgba, "RGBA").resize((112, 112)).save(tmp_path / "black_on_transparent.png")
+    status, rows, errors = run(tmp_path / "yellow_on_purple.png", tmp_path / "black_on_transparent.png")
+    assert status == 0 and not errors
+    assert rows[str(tmp_path / "yellow_on_purple.png")][0] == "2"
+    assert rows[str(tmp_path / "black_on_transparent.png")][0] == "2"

@@ -55,10 +55,10 @@ def load(model_dir: str | Path):
     return torch.export.load(str(model_dir / "model.pt2")).module(), meta
 
 
-def _as_viewed(path: str | Path):
+def _as_viewed(path: str | Path, background: int = 255):
     """The image as a viewer shows it (trial.images.open_as_viewed: first frame, orientation applied, transparency
-    over white), as RGB."""
-    return open_as_viewed(path).convert("RGB")
+    over `background`, white by default), as RGB."""
+    return open_as_viewed(path, background=background).convert("RGB")
 
 
 def read_image(path: str | Path, shape, dataset: str, meta: dict | None = None) -> tuple[np.ndarray, str]:
@@ -72,9 +72,11 @@ def read_image(path: str | Path, shape, dataset: str, meta: dict | None = None) 
         return _images.read(path, height, meta["resize_mode"], channels, meta.get("background", _images.WHITE)), ""
     background, content_side, centring = CONVENTIONS.get(dataset, (None, None, "box"))
     content_side = content_side or min(height, width)
-    image = _as_viewed(path)
-    image = image.convert("L") if channels == 1 else image
     notes = []
+    image = _viewed_against_strokes(path, notes)
+    if channels == 1 and image.mode == "RGB" and _colourful(image):
+        image = _strokes_by_colour(image, notes)
+    image = image.convert("L") if channels == 1 else image
     if background is None:                      # photos: keep the aspect ratio by a centred square crop
         return np.asarray(ImageOps.fit(image, (width, height), Image.BILINEAR), dtype=np.uint8
                           ).reshape(height, width, channels).transpose(2, 0, 1), ""
@@ -84,7 +86,7 @@ def read_image(path: str | Path, shape, dataset: str, meta: dict | None = None) 
         a = 255 - a
         notes.append(f"inverted: {dataset} was trained on light strokes on a dark background")
     elif image.size == (width, height):         # already in the model's own format (e.g. a test image): as it is
-        return a.reshape(height, width, channels).transpose(2, 0, 1).copy(), ""
+        return a.reshape(height, width, channels).transpose(2, 0, 1).copy(), "; ".join(notes)
     ink = np.abs(a.astype(np.int16) - background)
     ink = ink.max(axis=-1) if ink.ndim == 3 else ink
     rows, cols = np.nonzero(ink > 32)
@@ -107,6 +109,43 @@ def read_image(path: str | Path, shape, dataset: str, meta: dict | None = None) 
     canvas.paste(crop, (left, top))
     out = np.asarray(canvas, dtype=np.uint8).reshape(height, width, channels).transpose(2, 0, 1)
     return out, "; ".join(notes)
+
+
+def _viewed_against_strokes(path, notes: list):
+    """The image as viewed; one with transparency is composited over black or white, whichever its opaque pixels
+    stand out from (white ink on a transparent canvas, what inverting a drawing gives, would vanish over white)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as raw:
+            transparent = raw.mode in ("RGBA", "LA", "La", "PA", "RGBa") or "transparency" in raw.info
+    except Exception:   # not an image, or unreadable: _as_viewed says so in one line (ImageError)
+        transparent = False
+    if not transparent:
+        return _as_viewed(path)
+    over = {bg: _as_viewed(path, background=bg) for bg in (255, 0)}
+    spread = {bg: float(np.asarray(im.convert("L"), dtype=np.float32).std()) for bg, im in over.items()}
+    if spread[0] > spread[255]:
+        notes.append("transparent: composited over black, where its strokes show")
+        return over[0]
+    return over[255]
+
+
+def _colourful(image) -> bool:
+    """Whether an RGB image has colour (not grey stored as RGB): mean spread between its channels above 24 of 255."""
+    a = np.asarray(image.resize((64, 64)), dtype=np.int16)
+    return float((a.max(-1) - a.min(-1)).mean()) > 24
+
+
+def _strokes_by_colour(image, notes: list):
+    """A coloured drawing (chalk on a green board, blue ink on cream) -> grey strokes by their colour distance from
+    the background's colour (the median of the border), light on dark as MNIST's convention has them."""
+    from PIL import Image
+    a = np.asarray(image, dtype=np.float32)
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    distance = np.linalg.norm(a - np.median(border, axis=0), axis=-1)
+    top = max(float(np.percentile(distance, 99.5)), 1.0)
+    notes.append("colour: strokes told from the background by colour, drawn light on dark")
+    return Image.fromarray(np.clip(distance / top * 255, 0, 255).astype(np.uint8), "L")
 
 
 def read_images(paths, shape, dataset: str = "", meta: dict | None = None) -> torch.Tensor:

@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
+import pytest
 import torch
 
 from tests import tiny_data
@@ -135,3 +137,37 @@ def test_a_trial_killed_mid_epoch_leaves_nothing_corrupt_and_the_next_run_resume
     final = json.loads((out / "final.json").read_text())
     assert final["resumed_from_epoch"] == 1 and final["epochs_run"] == 3
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+HOLDS = textwrap.dedent("""
+    import sys, time
+    from trial import data
+    with data.cache_lock(sys.argv[1]):
+        print("holding", flush=True)
+        time.sleep(600)
+""")
+
+
+def test_a_lock_held_by_a_stopped_process_ends_in_one_clear_error(tmp_path):
+    """A trial stopped (SIGSTOP) while it holds the dataset cache lock: the next one says it waits, then ends with
+    an error naming the holder and the fix, instead of waiting forever; once the holder goes on, the lock is free."""
+    from trial.data import DatasetError, cache_lock
+    lock = str(tmp_path / "x.lock")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDS, lock], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"    # the event: it holds the lock
+        os.kill(holder.pid, signal.SIGSTOP)
+        start = time.monotonic()
+        with pytest.raises(DatasetError, match=rf"process {holder.pid}, which is stopped.*kill -CONT {holder.pid}"):
+            with cache_lock(lock, timeout_s=60, poll_s=0.2):
+                pass
+        assert time.monotonic() - start < 30
+        with pytest.raises(DatasetError, match="waited"):            # a running holder: the bound is the timeout
+            os.kill(holder.pid, signal.SIGCONT)
+            with cache_lock(lock, timeout_s=0.5, poll_s=0.2):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with cache_lock(lock, timeout_s=5, poll_s=0.2):               # a holder that died released it with its process
+        pass

@@ -31,7 +31,8 @@ import os
 import pickle
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,51 @@ def candidate_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
     if os.environ.get("CNNSEARCH_DATA"):
         return [Path(os.environ["CNNSEARCH_DATA"]).expanduser()]
     return [Path.home() / ".cache" / "cnnsearch" / "data", REPO / "data", REPO.parent / "shared" / "data"]
+
+
+LOCK_TIMEOUT_S = 1800.0   # the longest a trial waits for another process's decoding (CNNSEARCH_LOCK_TIMEOUT, seconds)
+
+
+@contextmanager
+def cache_lock(path: str | os.PathLike, timeout_s: float | None = None, poll_s: float = 2.0) -> Iterator[None]:
+    """Hold the file lock `path` (concurrent trials decode a dataset once), its holder's pid written beside it
+    (`path`.pid). Waiting says so once, on stderr; raises DatasetError when the holder is stopped (SIGSTOP, Ctrl-Z: it
+    would never release it), naming its pid and the fix, or after `timeout_s` (default CNNSEARCH_LOCK_TIMEOUT, else
+    LOCK_TIMEOUT_S). A holder that died releases the lock with its process (an OS file lock)."""
+    import filelock
+    import psutil
+    limit = timeout_s if timeout_s is not None else float(os.environ.get("CNNSEARCH_LOCK_TIMEOUT", LOCK_TIMEOUT_S))
+    lock, pid_file = filelock.FileLock(str(path)), Path(f"{path}.pid")
+    start, said = time.monotonic(), False
+    while True:
+        try:
+            lock.acquire(timeout=poll_s)
+            break
+        except filelock.Timeout:
+            try:
+                holder = int(pid_file.read_text())
+                stopped = psutil.Process(holder).status() == psutil.STATUS_STOPPED
+            except (OSError, ValueError, psutil.Error):
+                holder, stopped = None, False
+            who = f"process {holder}" if holder else "another process"
+            if stopped:
+                raise DatasetError(f"the dataset cache lock {path} is held by {who}, which is stopped (SIGSTOP or "
+                                   f"Ctrl-Z) and will never release it: resume it (kill -CONT {holder}) or end it "
+                                   f"(kill {holder}), then run again") from None
+            waited = time.monotonic() - start
+            if waited > limit:
+                raise DatasetError(f"waited {waited:.0f} s for the dataset cache lock {path}, held by {who}; if "
+                                   f"nothing is decoding, end it, or set CNNSEARCH_LOCK_TIMEOUT to wait longer") from None
+            if not said:
+                print(f"[data] waiting for {who} to finish decoding (lock {path}; at most {limit:.0f} s)",
+                      file=sys.stderr)
+                said = True
+    try:
+        pid_file.write_text(str(os.getpid()))
+        yield
+    finally:
+        pid_file.unlink(missing_ok=True)
+        lock.release()
 
 
 def cache_dir() -> Path:
@@ -438,9 +484,8 @@ def load(name: str, data_dir: str | os.PathLike | None = None, download: bool | 
     splits = _read_cache(cache)
     if splits is not None:
         return splits
-    from filelock import FileLock
     cache.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache) + ".lock"):
+    with cache_lock(str(cache) + ".lock"):
         splits = _read_cache(cache)   # another process may have written it while we waited
         if splits is not None:
             return splits

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from . import images
-from .data import LABEL_COLUMNS, DatasetError, DatasetInfo, Splits, cache_dir
+from .data import LABEL_COLUMNS, DatasetError, DatasetInfo, Splits, cache_dir, cache_lock
 
 FOLDER_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -749,9 +749,8 @@ def _open(path, options: FolderOptions | None, fail_fast: bool) -> tuple[FolderD
         return found, found.audit
     if (stem, fail_fast) in _REFUSED:   # the same files refused before in this process (a pre-flight resolves
         return None, _REFUSED[stem, fail_fast]   # hundreds of configs): not surveyed again
-    from filelock import FileLock
     cache_dir().mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache_dir() / f"{prefix}.lock")):
+    with cache_lock(str(cache_dir() / f"{prefix}.lock")):
         found = _read_cache(stem, split_file, options)   # another trial may have decoded it while we waited
         if found is not None:
             return found, found.audit

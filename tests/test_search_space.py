@@ -117,3 +117,13 @@ def test_field_case_space_nni_rejects_is_refused_in_one_line(tiny_root, tmp_path
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and all(w in lines[0] for w in words), proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_field_case_unsampled_entry_from_a_choice_without_name_is_named():
+    """c12: NNI 3.0 sends a trial the unsampled branch of a choice whose option lacks a '_name'; the trial says so in
+    one line naming the entry and the fix, not "set twice"."""
+    from trial.config import ConfigError, resolve
+    sent = {"third_block": {"conv_layers": {"_type": "choice", "_value": [3]},
+                            "filters_3": {"_type": "choice", "_value": [64, 128]}}}
+    with pytest.raises(ConfigError, match=r"unsampled search-space entry for 'conv_layers'.*needs a '_name'"):
+        resolve({"dataset": "mnist"}, sent)

@@ -223,6 +223,11 @@ def flatten_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Hoist NNI nested choices into one flat dict: {"arch": {"_name": "x", "filters_1": 32}} -> {"filters_1": 32}."""
     flat: dict[str, Any] = {}
     for key, value in params.items():
+        if isinstance(value, Mapping) and "_type" in value and "_value" in value:
+            # NNI 3.0 sends the unsampled branch of a choice one of whose options lacks a '_name' (field case c12)
+            raise ConfigError(f"NNI passed an unsampled search-space entry for {key!r} ({dict(value)}): every option "
+                              f"of a nested choice needs a '_name' (python -m experiments.check refuses such a space "
+                              f"before it starts)")
         if isinstance(value, Mapping) and key not in MAPPING_KEYS:
             # a nested choice under a config key ("optimizer": {"_name": "sgd", "momentum": ...}) sets that key
             if "_name" in value and ALIASES.get(key, key) in FIELDS:

@@ -15,6 +15,14 @@ from trial.train import TrainResult
 
 def run_main(monkeypatch, tmp_path, argv):
     """`python -m trial` in-process with training replaced: returns the TrialConfig that would have been trained."""
+    code, cfg = main_without_training(monkeypatch, tmp_path, argv)
+    assert code == 0
+    return cfg
+
+
+def main_without_training(monkeypatch, tmp_path, argv):
+    """`python -m trial ARGV` in-process with training replaced: its exit code and the TrialConfig it would have
+    trained (None when refused before training)."""
     seen = {}
 
     def fake_train(cfg, **kwargs):
@@ -23,8 +31,8 @@ def run_main(monkeypatch, tmp_path, argv):
                                   "params": 10, "train_seconds": 0.1, "device": "cpu", "diverged": False}, [], cfg)
     monkeypatch.setattr(adapter, "train", fake_train)
     monkeypatch.delenv("NNI_PLATFORM", raising=False)
-    assert adapter.main([*argv, "--output-dir", str(tmp_path / "out")]) == 0
-    return seen["cfg"]
+    code = adapter.main([*map(str, argv), "--output-dir", str(tmp_path / "out")])
+    return code, seen.get("cfg")
 
 
 def test_precedence_defaults_file_sampled_smoke_cli(monkeypatch, tmp_path):

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import FIELD_CASES, needs_field_cases
-from trial import adapter
+from tests.test_config import main_without_training
 from trial.config import ConfigError, load_arch_file, load_params_file, resolve
 from trial.files import FileFormatError, loads_yaml
 from trial.search_space import SearchSpaceError, load_space
-from trial.train import TrainResult
 
 
 def windows(text: str) -> bytes:
@@ -112,16 +111,9 @@ def test_an_unknown_key_or_value_names_the_closest_valid_one():
 
 
 def fake_train_main(monkeypatch, tmp_path, argv, capsys):
-    seen = {}
-
-    def fake_train(cfg, **kwargs):
-        seen["cfg"] = cfg
-        return TrainResult(None, {"default": 0.5, "best_val_accuracy": 0.5, "best_epoch": 1, "epochs_run": 1,
-                                  "params": 10, "train_seconds": 0.1, "device": "cpu", "diverged": False}, [], cfg)
-    monkeypatch.setattr(adapter, "train", fake_train)
-    monkeypatch.delenv("NNI_PLATFORM", raising=False)
-    code = adapter.main([*map(str, argv), "--output-dir", str(tmp_path / "out")])
-    return code, seen.get("cfg"), capsys.readouterr().err
+    """`python -m trial ARGV` with training replaced: exit code, the config it would train, what it said on stderr."""
+    code, cfg = main_without_training(monkeypatch, tmp_path, argv)
+    return code, cfg, capsys.readouterr().err
 
 
 @needs_field_cases

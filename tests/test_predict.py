@@ -177,3 +177,12 @@ def test_a_coloured_drawing_of_our_own_and_black_ink_on_a_transparent_canvas(tmp
     assert status == 0 and not errors
     assert rows[str(tmp_path / "yellow_on_purple.png")][0] == "2"
     assert rows[str(tmp_path / "black_on_transparent.png")][0] == "2"
+
+
+def test_field_case_a_200_megapixel_photo_is_classified_beside_a_small_one():
+    """c17: a 16320x12240 JPEG (what a 200-megapixel phone camera writes) raised Pillow's DecompressionBombError and
+    stopped the call; it is decoded at reduced size, and both files are classified."""
+    files = sorted((FIELD_CASES / "c17_200mp_photo").iterdir())
+    status, rows, errors = run(*files)
+    assert status == 0 and not errors
+    assert {path: label for path, (label, _) in rows.items()} == {str(f): "7" for f in files}

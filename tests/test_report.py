@@ -227,10 +227,9 @@ print(json.dumps(proba))
     assert cli.stdout.split("\t")[1] == data_mod.INFO["fmnist"].classes[int(expected[0].argmax())]
 
 
-def _fake_experiment(root: Path, end_ms) -> Path:
-    """NNI's sqlite schema (nni_node/core/sqlDatabase.js) with one finished and one never-ended trial."""
+def _nni_db(exp: Path):
+    """An empty NNI database at `exp`/db/nni.sqlite with NNI's schema (nni_node/core/sqlDatabase.js)."""
     import sqlite3
-    exp = root / "fake1234"
     (exp / "db").mkdir(parents=True)
     db = sqlite3.connect(exp / "db" / "nni.sqlite")
     db.executescript("create table TrialJobEvent (timestamp integer, trialJobId text, event text, data text, "
@@ -239,6 +238,13 @@ def _fake_experiment(root: Path, end_ms) -> Path:
                      "sequence integer, data text);"
                      "create table ExperimentProfile (params text, id text, execDuration integer, startTime integer, "
                      "endTime integer, logDir text, nextSequenceId integer, revision integer);")
+    return db
+
+
+def _fake_experiment(root: Path, end_ms) -> Path:
+    """NNI's sqlite schema (nni_node/core/sqlDatabase.js) with one finished and one never-ended trial."""
+    exp = root / "fake1234"
+    db = _nni_db(exp)
     record = json.dumps({"parameter_id": 0, "parameters": {"filters": 8}})
     db.executemany("insert into TrialJobEvent values (?, ?, ?, ?, ?, ?, ?, ?)",
                    [(1000, "a", "RUNNING", record, None, 0, None, None), (5000, "a", "SUCCEEDED", None, None, 0, None, None),
@@ -379,18 +385,9 @@ def test_compare_sets_a_retrain_beside_a_report_and_refuses_another_protocol(tin
 def _failed_experiment(root: Path, trial_dirs: list[Path]) -> Path:
     """NNI's sqlite schema with trials that all FAILED (no FINAL metric): what an experiment whose every trial died
     leaves. Each trial's folder holds trial.json, as a failed trial's does."""
-    import sqlite3
-
     from trial.config import params_digest
     exp = root / "allfail1"
-    (exp / "db").mkdir(parents=True)
-    db = sqlite3.connect(exp / "db" / "nni.sqlite")
-    db.executescript("create table TrialJobEvent (timestamp integer, trialJobId text, event text, data text, "
-                     "logPath text, sequenceId integer, message text, environmentId text);"
-                     "create table MetricData (timestamp integer, trialJobId text, parameterId text, type text, "
-                     "sequence integer, data text);"
-                     "create table ExperimentProfile (params text, id text, execDuration integer, startTime integer, "
-                     "endTime integer, logDir text, nextSequenceId integer, revision integer);")
+    db = _nni_db(exp)
     for i, trial_dir in enumerate(trial_dirs):
         params = {"filters": 8 * (i + 1)}
         record = json.dumps({"parameter_id": i, "parameters": params})

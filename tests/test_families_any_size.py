@@ -45,9 +45,11 @@ SMALL = {
     "residual": {**_baseline("resnet.json"), "blocks": 1, "width_mult": 0.25},
     "airbench": {**_baseline("airbench_cifar10_half.json"), "width_mult": 0.125},
     "nas": {"family": "nas", "nas_arch": sample_arch(random.Random(0)), "width_mult": 0.25},
+    "resnet18": _baseline("resnet18_torchvision.json"),   # fixed: torchvision's as it is
 }
 # the case each family also exports in the fast tier: together every size and both channel counts
-FAST_EXPORT = {"plain": (20, 1, 2), "residual": (48, 3, 37), "airbench": (96, 1, 37), "nas": (64, 3, 2)}
+FAST_EXPORT = {"plain": (20, 1, 2), "residual": (48, 3, 37), "airbench": (96, 1, 37), "nas": (64, 3, 2),
+               "resnet18": (20, 1, 37)}
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

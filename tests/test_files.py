@@ -135,3 +135,67 @@ def test_field_case_c18_a_key_given_twice_is_refused(monkeypatch, tmp_path, caps
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "'learning_rate' twice" in lines[0] and str(case) in lines[0], err
     assert not (tmp_path / "out").exists()
+
+
+# ---- issue 29, other members of the kind: encodings PowerShell and Excel save, and what JSON does not allow
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32"])
+@pytest.mark.parametrize("ext", [".json", ".yaml"])
+def test_utf16_and_utf32_with_a_byte_order_mark_read_as_the_same_data(tmp_path, ext, codec):
+    """PowerShell's `>` and Notepad's "Unicode" save UTF-16 with a mark; before: a UnicodeDecodeError traceback."""
+    path = tmp_path / f"params{ext}"
+    bom = {"utf-16": b"", "utf-16-be": b"\xfe\xff", "utf-32": b""}[codec]    # Python's utf-16/32 write their mark
+    path.write_bytes(bom + PARAMS[ext].replace("\n", "\r\n").encode(codec))
+    assert load_params_file(str(path)) == {"learning_rate": 0.01, "optimizer": {"_name": "sgd"}}
+
+
+def test_utf16_search_space_reads(tmp_path):
+    path = tmp_path / "space.json"
+    path.write_bytes('{"learning_rate": {"_type": "loguniform", "_value": [0.001, 0.1]}}\r\n'.encode("utf-16"))
+    assert load_space(str(path))["learning_rate"]["_value"] == [0.001, 0.1]
+
+
+@pytest.mark.parametrize("content,words", [
+    ('{"learning_rate": 0.1, "x": "caf\xe9"}'.encode("latin-1"), ("is not UTF-8 text (byte 0xe9", "save it as UTF-8")),
+    (b"", ("is empty",)),
+    (b"  \r\n", ("is empty",)),
+    (b'{"learning_rate": 0.1,}', ("no comma before a closing",)),
+    (b'{"learning_rate": 0.1, // the default\n}', ("JSON allows no comments",)),
+    (b"{'learning_rate': 0.1}", ("double quotes",)),
+], ids=["latin-1", "empty", "blank", "trailing-comma", "comment", "single-quotes"])
+def test_a_params_file_json_cannot_take_is_one_line_saying_what(tmp_path, content, words):
+    path = tmp_path / "params.json"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        load_params_file(str(path))
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    assert all(w in str(err.value) for w in words), err.value
+
+
+def test_yaml_with_tabs_says_so():
+    with pytest.raises(FileFormatError, match="YAML indents with spaces, never tabs"):
+        loads_yaml("optimizer:\n\t_name: sgd\n", "p.yaml")
+
+
+def test_a_search_space_nni_reads_as_yaml_is_accepted(tmp_path):
+    """NNI's ExperimentConfig reads a search-space file json.loads refuses as YAML (trailing commas, # comments): the
+    check and debug mode take what NNI takes; a key twice is still refused."""
+    path = tmp_path / "space.json"
+    path.write_text('{"learning_rate": {"_type": "choice", "_value": [0.1, 0.01,]},  # the usual\n}\n')
+    assert load_space(str(path)) == {"learning_rate": {"_type": "choice", "_value": [0.1, 0.01]}}
+    path.write_text('{"conv_layers": {"_type": "choice", "_value": [{"_name": "a", "filters_1": 8, "filters_1": 16}]}}')
+    with pytest.raises(SearchSpaceError, match="'filters_1' twice"):
+        load_space(str(path))
+    path.write_text("")
+    with pytest.raises(SearchSpaceError, match="is empty"):
+        load_space(str(path))
+
+
+def test_digit_recognizer_csv_in_utf16(tmp_path):
+    from trial.data import read_csv
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 784))
+    header = ["label"] + [f"pixel{i}" for i in range(784)]
+    rows = [header] + [[y, *p] for y, p in zip(range(3), pixels)]
+    path = tmp_path / "train.csv"
+    path.write_bytes("\r\n".join(",".join(map(str, r)) for r in rows).encode("utf-16"))
+    x, y = read_csv(path)
+    assert (y == np.arange(3)).all() and (x == pixels).all()

@@ -220,6 +220,20 @@ def test_a_csv_manifest(isolated_env):
         folder.load(root / "bad.csv")
 
 
+def test_a_csv_manifest_in_utf16_with_crlf(isolated_env):
+    """Excel's "Unicode text" and PowerShell save UTF-16 with a byte-order mark; before: 'cannot be read as a CSV
+    manifest ('utf-8' codec can't decode byte 0xff ...)' (issue 29)."""
+    root = isolated_env / "manifest16"
+    (root / "imgs").mkdir(parents=True)
+    rows = ["path,label"]
+    for i in range(10):
+        picture(i).save(root / "imgs" / f"{i}.png")
+        rows.append(f"imgs/{i}.png,{['ant', 'bee'][i % 2]}")
+    (root / "labels.csv").write_bytes("\r\n".join(rows).encode("utf-16"))
+    d = folder.load(root / "labels.csv")
+    assert d.info.classes == ("ant", "bee") and 0 < len(d.splits.train_y) <= 10
+
+
 def test_an_npz(isolated_env):
     rng = np.random.default_rng(0)
     y = np.array([2, 10] * 8)

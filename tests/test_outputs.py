@@ -1,6 +1,6 @@
 """Outputs under failure: each file is written whole or not at all (a temporary file, then a rename; final.json last),
 a full disk or a read-only folder is one line naming the path and the cause, and a trial stopped by Ctrl-C (SIGINT)
-or SIGTERM keeps what it trained, says where, and exits 130 or 143. The full and read-only disks are small tmpfs
+or SIGTERM keeps what it trained, says where, and dies by that signal (a shell sees 130 or 143). The full and read-only disks are small tmpfs
 mounts (the tests run as root, which chmod would not stop; skipped where mounting is not allowed).
 
     .venv/bin/pytest tests/test_outputs.py -q
@@ -130,8 +130,8 @@ def test_a_full_disk_leaves_no_truncated_checkpoint_and_no_final_json(tiny_root,
     assert len([json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]) == 1
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_an_interrupted_trial_keeps_what_it_trained_and_says_where(tiny_root, tmp_path, sig, code):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_trial_keeps_what_it_trained_and_says_where(tiny_root, tmp_path, sig):
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NNI_")}
     proc = subprocess.Popen(trial_command(out, "--val_size", "128", "--epochs", "1000", "--filters", "8",
@@ -149,7 +149,9 @@ def test_an_interrupted_trial_keeps_what_it_trained_and_says_where(tiny_root, tm
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == code, stderr
+    # it dies by the signal (a shell sees 128 + n): NNI 3.0 records a non-zero exit code as FAILED, a death by signal
+    # as the EARLY_STOPPED or USER_CANCELED it was
+    assert proc.returncode == -sig, stderr
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith(f"[train] stopped by {sig.name} after ") and str(out / "best.pt") in last, stderr

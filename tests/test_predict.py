@@ -128,7 +128,8 @@ def test_paths_that_are_not_images_get_one_line_each(tmp_path):
     assert status == 1
     assert rows == {str(UPRIGHT[2]): ("2", "")}                    # the readable one is still classified
     assert len(errors) == 4 and all(line.startswith("error: ") for line in errors)
-    for path, line in zip((text, tmp_path, truncated, tmp_path / "missing.png"), errors):
+    assert errors[0] == f"error: {tmp_path}: a folder, not an image; give the images in it (e.g. {tmp_path}/*.png)"
+    for path, line in zip((tmp_path, text, truncated, tmp_path / "missing.png"), errors):
         assert str(path) in line
 
 

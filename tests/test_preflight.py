@@ -83,7 +83,7 @@ def _config(tmp_path: Path, space: dict | None = None, **overrides) -> Path:
      ("tuner Evolution fails", "_name")),
     (dict(assessor={"name": "Medianstop", "classArgs": {"optimize_mode": "maximize", "start_stepz": 2}}),
      ("assessor cannot be built",)),
-    (dict(trialConcurrency="two"), ("NNI's config validation",)),
+    (dict(trialConcurrency="two"), ("trialConcurrency: 'two' must be a whole number >= 1",)),
     (dict(tuner={"name": "TPE"}), ("tuner TPE is left at its default optimize_mode, minimize",
                                    "classArgs: {optimize_mode: maximize}")),
     (dict(tuner={"codeDirectory": str(TUNERS_DIR), "className": "fixed_tpe.FixedTPE"}),
@@ -99,16 +99,49 @@ def _config(tmp_path: Path, space: dict | None = None, **overrides) -> Path:
      ("trialCommand fixes --batch_size 64, which the search space varies",)),
     (dict(trialCommand="python -m trial --dataset 'mnist --epochs 1"), ("trialCommand cannot be parsed",
                                                                        "No closing quotation")),
+    # issue 29, other members: NNI's tuners that minimize or cannot run here, fields NNI refuses without a word
+    (dict(tuner={"name": "Anneal"}), ("tuner Anneal is left at its default optimize_mode, minimize",)),
+    (dict(tuner={"name": "Evolution", "classArgs": {"optimize_mode": "minimize"}}),
+     ("tuner Evolution has optimize_mode: minimize",)),
+    (dict(tuner={"name": "PBTTuner"}), ("load_checkpoint_dir", "use Evolution, TPE or Random")),
+    (dict(tuner={"name": "SMAC"}), ("tuner SMAC cannot be loaded", "'smac'", "pick a tuner that runs here")),
+    (dict(trialConcurrency=0), ("trialConcurrency: 0 must be a whole number >= 1",)),
+    (dict(maxExperimentDuration="30 minutes"), ("maxExperimentDuration: '30 minutes' is not a duration", "30m")),
 ], ids=["reversed-bounds", "kernel-too-wide", "unknown-key", "bad-flag", "missing-params", "tuner-args",
         "evolution-plain-dicts", "assessor-args", "nni-field", "tpe-default-minimize", "fixed-tpe-no-args",
         "assessor-minimize", "hyperband-epochs", "builtin-hyperband-epochs", "flag-fixes-searched-key",
-        "unparsable-command"])
+        "unparsable-command", "anneal-default-minimize", "evolution-minimize", "pbt-checkpoints", "smac-missing",
+        "concurrency-0", "duration-words"])
 def test_a_doomed_config_is_refused_with_one_line_per_problem(tmp_path, change, words):
     report = check(_config(tmp_path, **change), draws=40)
     assert not report.ok
     text = " | ".join(report.problems)
     assert all("\n" not in line for line in report.problems)
     assert all(w in text for w in words), text
+
+
+@pytest.mark.parametrize("tuner", [{"name": "Random"}, {"name": "GridSearch"}, {"name": "Evolution"},
+                                   {"name": "Medianstop"}], ids=["random", "grid", "evolution", "no-assessor-mode"])
+def test_tuners_without_a_minimizing_default_pass(tmp_path, tuner):
+    """Random and GridSearch have no mode, Evolution and Medianstop default to maximize (issue 29)."""
+    change = {"assessor": tuner} if tuner["name"] == "Medianstop" else {"tuner": tuner}
+    report = check(_config(tmp_path, **change), draws=40)   # more than Evolution's population of 32
+    assert report.ok, report.problems
+
+
+def test_a_space_file_nni_cannot_read_and_one_it_can(tmp_path):
+    """NNI's manager reads the search-space file as UTF-8 (a UTF-16 one: before, a 300-character repr of its bytes);
+    json.loads' refusals it reads as YAML, and so does the check; a missing file is one line, not two."""
+    config = _config(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    space = tmp_path / "space.json"
+    space.write_bytes('{"learning_rate": {"_type": "loguniform", "_value": [0.001, 0.1]}}'.encode("utf-16"))
+    data["searchSpaceFile"] = str(space)
+    _only(check(write_config(config, data), draws=5), "is saved as UTF-16", "save it as UTF-8")
+    space.write_text('{"learning_rate": {"_type": "loguniform", "_value": [0.001, 0.1]},}\n')
+    assert check(config, draws=5).ok
+    space.unlink()
+    _only(check(config, draws=5), "cannot be read: No such file")
 
 
 def test_hyperband_without_a_fixed_epoch_count_passes(tmp_path):

@@ -4,9 +4,7 @@ The code is trial/adapter.py (import from there, never from this module); `pytho
 
     python -m trial --dataset fmnist --smoke                          # one tiny epoch, end to end
 """
-import sys
-
-from .adapter import main
+from .adapter import exit_with, main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from .config import (
     FIELDS,
@@ -37,6 +38,7 @@ from .config import (
     params_digest,
     resolve,
 )
+from .cost import ConstraintError
 from .data import INFO, DatasetError
 from .files import OutputError, json_text, make_dir, write_file
 from .nas_space import describe
@@ -114,9 +116,16 @@ def train_run(cfg: TrialConfig, args: argparse.Namespace, sampled: dict, out: Pa
 
 
 def main(argv=None, run: Run = train_run) -> int:
-    """The trial's exit status: 0, 2 for parameters refused, 1 for a failed run or an output that cannot be written
-    (one line: the path and the cause), 128 + the signal's number when SIGINT (130) or SIGTERM (143) stopped it
-    (train has then said in one line what it kept, and where)."""
+    """The trial's exit status: 0, 2 for parameters refused (and, outside NNI, for a network over the config's
+    max_params, max_macs or max_latency_ms: trial.cost.ConstraintError), 1 for a failed run or an output that cannot
+    be written (one line: the path and the cause), 128 + the signal's number when SIGINT (130) or SIGTERM (143) stopped it
+    (train has then said in one line what it kept, and where; exit_with then ends the process by that signal).
+
+    Under NNI a network over a limit is a result, not a failure: the trial reports its measured figures with
+    `default` 0.0 (ranked last, as a diverged run is; `refused` 1) and exits 0. A FAILED trial would show as a fault
+    in the dashboard and in the report's count of failed trials, and its final metric reaches the tuner only if NNI
+    reads it before it records the exit; a tuner that never learns the point is bad would sample its neighbours again.
+    The one line is on stderr (the trial's log) either way."""
     try:
         return _main(argv, run)
     except OutputError as err:
@@ -127,6 +136,22 @@ def main(argv=None, run: Run = train_run) -> int:
         if not getattr(err, "said", False):
             print(f"[trial] stopped by {signal.Signals(signum).name}; nothing was kept", file=sys.stderr)
         return 128 + signum
+
+
+def exit_with(status: int) -> NoReturn:
+    """End the process with main's `status`; 128 + SIGINT or SIGTERM ends it by that signal, as an unhandled one
+    would (a shell still sees 130 or 143; Python's subprocess a returncode of -2 or -15). NNI 3.0 records any
+    non-zero exit code as FAILED and only a death by a signal as what it was: EARLY_STOPPED when its assessor stopped
+    the trial, USER_CANCELED when a user did (nni_node/training_service/v3/compat.js, onTrialEnd). An exit code
+    130 would show every trial Medianstop stopped as a failure, in the dashboard, in `experiments.check` and in the
+    report's count of failed trials."""
+    signum = status - 128
+    if signum in (signal.SIGINT, signal.SIGTERM):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    sys.exit(status)
 
 
 def _main(argv, run: Run) -> int:
@@ -166,6 +191,11 @@ def _main(argv, run: Run) -> int:
     write_file(out / "trial.json", json_text(provenance, default=str))
     try:
         final = run(cfg, args, sampled, out, reporter.intermediate if reporter else None)
+    except ConstraintError as err:   # refused before its first step; train wrote its final.json
+        print(f"error: network refused: {err}", file=sys.stderr)
+        if reporter is None:
+            return 2
+        final = err.metrics
     except (DatasetError, ConfigError) as err:   # anything else is a bug: its traceback goes to the trial's log
         print(f"error: trial failed: {err}", file=sys.stderr)
         return 1
@@ -189,12 +219,16 @@ def _already_reported(marker: Path, digest: str) -> bool:
 
 def summary(cfg: TrialConfig, final: dict, out: Path) -> str:
     network = ("architecture", describe(cfg.nas_arch)) if cfg.family == "nas" else \
+        ("network", "torchvision ResNet-18") if cfg.family == "resnet18" else \
         ("blocks x filters", f"{cfg.conv_layers} x {cfg.channels()}")
     rows = [("dataset", cfg.dataset), network,
             ("best val accuracy", f"{final['best_val_accuracy']:.4f} (epoch {final['best_epoch']})"),
             ("test accuracy", f"{final['test_accuracy']:.4f}" if "test_accuracy" in final else "not evaluated"),
             ("epochs run", final["epochs_run"]), ("parameters", f"{final['params']:,}"),
             ("train seconds", f"{final['train_seconds']:.1f} on {final['device']}"), ("outputs", str(out))]
+    if "macs" in final:   # trial/cost.py's figures
+        rows.insert(-2, ("cost", f"{final['macs']:,} MACs, {final['latency_ms']:.2f} ms batch-1 CPU latency "
+                                 f"({final['latency_threads']} threads), {final['model_bytes'] / 1e6:.2f} MB"))
     if final.get("error"):
         rows.append(("DIVERGED", final["error"]))
     return "\n".join(f"{k:>18}: {v}" for k, v in rows)

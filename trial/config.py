@@ -80,7 +80,8 @@ class TrialConfig:
     # architecture
     family: str = "plain"             # a key of trial.model.FAMILIES: "plain" stack, "residual" (He et al. 2016),
                                       # "airbench" (whitening stem, conv-pool-norm-activation groups; airbench94),
-                                      # "nas" (the cells nas_arch chooses; trial/nas_space.py)
+                                      # "nas" (the cells nas_arch chooses; trial/nas_space.py), "resnet18"
+                                      # (torchvision's, fixed: the hand design for a user's own images)
     nas_arch: dict | None = None   # nas: labels -> chosen candidates (trial/nas_space.py), or in a params file or
                                       # flag the path of a JSON file holding them (an architecture search's output)
     nas_cell_gate: bool = False       # nas: each cell's output x + g * cell(x), g a learnable scalar per cell from 0
@@ -163,6 +164,12 @@ class TrialConfig:
     amp: bool = True                  # bfloat16 autocast where the hardware has it (CUDA, AVX512-BF16/AMX CPUs)
     compile: bool = False             # torch.compile the model: pays off on long GPU runs, costs tens of seconds first
     eval_test: bool = True            # evaluate the best-validation weights on the test split at the end
+    # limits: a network that breaks one is refused before its first training step, in one line (trial/cost.py);
+    # under NNI the trial reports `default` 0.0 (ranked last) with the measured figures and ends
+    max_params: int = 0               # most parameters (0 = no limit)
+    max_macs: int = 0                 # most multiply-adds of one batch-1 forward pass (0 = no limit)
+    max_latency_ms: float = 0.0       # most CPU milliseconds of a batch-1 forward pass, float32, with `threads`
+                                      # threads (0 = no limit); measured on the machine the trial runs on
 
     def channels(self) -> list[int]:
         return [getattr(self, f"filters_{i}") or self.filters for i in range(1, self.conv_layers + 1)]
@@ -189,6 +196,7 @@ class TrialConfig:
 
 # keys added after runs were saved, written by to_dict only where they differ from these defaults
 LATE_KEYS = {"nas_arch": None, "val_every_epoch": True, "nas_cell_gate": False, "metric": "accuracy",
+             "max_params": 0, "max_macs": 0, "max_latency_ms": 0.0,
              **{f.name: f.default for f in fields(FolderOptions)}}
 
 CHOICES = {"dataset": INFO, "family": FAMILIES, "activation": ACTIVATIONS, "pool": POOLS, "head": HEADS,
@@ -205,7 +213,8 @@ _RANGES = {"val_size": (1, None), "train_subset": (0, None), "conv_layers": (1, 
            "blocks": (1, 16), "stem_width": (0, 4096), "whiten_bias_epochs": (0, 10000),
            "norm_bias_lr_scale": (0.001, 1000.0), "warmup_fraction": (0.0, 1.0), "lr_start_factor": (0.0, 1.0),
            "lr_end_factor": (0.0, 1.0), "ema_decay": (0.0, 0.99999),
-           "image_size": (0, 1024), "test_fraction": (0.05, 0.5)}
+           "image_size": (0, 1024), "test_fraction": (0.05, 0.5),
+           "max_params": (0, None), "max_macs": (0, None), "max_latency_ms": (0.0, None)}
 for _i in range(1, MAX_BLOCKS + 1):
     _RANGES[f"filters_{_i}"] = (0, 4096)
     _RANGES[f"kernel_{_i}"] = (0, 11)
@@ -247,6 +256,8 @@ def flatten_params(params: Mapping[str, Any]) -> dict[str, Any]:
 def _coerce(key: str, value: Any) -> Any:
     if key == "nas_arch":
         return _architecture(value)
+    if value is None and key in ("max_params", "max_macs", "max_latency_ms"):
+        return FIELDS[key].default   # a limit given as null (JSON null, YAML ~): no limit, as 0 says
     kind = _TYPES[key]
     if kind is bool:
         if isinstance(value, bool):
@@ -407,8 +418,18 @@ NAS_IGNORES = (*PLAIN_ONLY, "conv_layers", "filters", "blocks", "stem_width", "d
                "whiten_bias_epochs", *(f"{k}_{i}" for k in ("filters", "blocks") for i in range(1, MAX_BLOCKS + 1)))
 
 
+# torchvision's ResNet-18 is fixed: every key that shapes another family's network would be ignored
+FIXED_IGNORES = (*NAS_IGNORES, "width_mult", "dropout")
+
+
 def _check_family_keys(config: TrialConfig, given: Mapping[str, Any]) -> None:
     if config.family == "plain":
+        return
+    if config.family == "resnet18":
+        ignored = [k for k in FIXED_IGNORES if k in given and given[k] != FIELDS[k].default]
+        if ignored:
+            raise ConfigError(f"{', '.join(ignored)} shape(s) other families only; family 'resnet18' is "
+                              f"torchvision's fixed network and would ignore them: drop them")
         return
     nas = config.family == "nas"
     ignored = [k for k in (NAS_IGNORES if nas else PLAIN_ONLY) if k in given and given[k] != FIELDS[k].default]

@@ -207,15 +207,19 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     name, a wrong number of columns, values that are not numbers, pixels that are not integers in 0..255 (e.g.
     scaled to 0..1), labels outside 0..9, or a first column that holds pixel-like values."""
     import pandas as pd
-    try:   # the first row as text (pandas opens .gz and .xz by their extension)
-        first = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
-    except (OSError, UnicodeDecodeError, EOFError, lzma.LZMAError, pd.errors.ParserError,
+
+    from .files import text_encoding
+    try:   # the first row as text (pandas opens .gz and .xz by their extension); UTF-16 by its byte-order mark
+        encoding = text_encoding(path)
+        first = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
+                            encoding=encoding).iloc[0].tolist()
+    except (OSError, UnicodeError, EOFError, lzma.LZMAError, pd.errors.ParserError,
             pd.errors.EmptyDataError, IndexError) as err:
         raise DatasetError(f"{path} cannot be read as a CSV ({type(err).__name__}: {err}); it should hold one image "
                            f"per row, {PIXELS} pixel columns of 0..255 and a label column") from None
     has_header = any(not _is_number(field) for field in first)
     try:
-        frame = pd.read_csv(path, header=0 if has_header else None)
+        frame = pd.read_csv(path, header=0 if has_header else None, encoding=encoding)
     except (ValueError, OSError, EOFError, lzma.LZMAError, pd.errors.ParserError) as err:
         raise DatasetError(f"{path} is not a well-formed CSV ({str(err).splitlines()[0]}); every row needs the "
                            f"same {PIXELS} pixel columns (and a label column in a labelled file)") from None
@@ -611,6 +615,8 @@ def _prepare_path(name: str, val_size: int, split_seed: int, device: torch.devic
         val_x, val_y = s.train_x[val_idx], s.train_y[val_idx]
     if train_subset:
         train_idx = train_idx[:train_subset]
+    if torch.device(device).type == "cpu":   # refused in one line, not killed for memory (a GPU holds its own copies)
+        folder.check_training_memory(len(train_idx), len(val_y), len(s.test_y) if with_test else 0, ds.shape)
     print(f"[data] {name}: train {len(train_idx)}, {note}, test {len(s.test_y) if with_test else 'not loaded'}; "
           f"{ds.shape[0]}x{ds.shape[1]}x{ds.shape[2]}, {len(ds.classes)} classes", file=sys.stderr)
     test_x = normalise(s.test_x, ds, device) if with_test else s.test_x[:0].float()

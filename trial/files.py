@@ -13,6 +13,7 @@ written raises OutputError, one line naming the path and the cause.
 """
 from __future__ import annotations
 
+import codecs
 import difflib
 import json
 import os
@@ -37,10 +38,30 @@ def closest(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
+# byte-order marks -> codec; UTF-32's come first (UTF-32-LE's mark begins with UTF-16-LE's)
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def text_encoding(path: str | Path) -> str:
+    """The codec a text file is read with: UTF-16 or UTF-32 by their byte-order mark (what PowerShell's `>` and
+    Notepad's "Unicode" save), else UTF-8 with an optional mark. For readers of their own (pandas' read_csv)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return next((codec for bom, codec in _BOMS if head.startswith(bom)), "utf-8-sig")
+
+
 def read_text(path: str | Path) -> str:
-    """A text file's contents: UTF-8 with or without a byte-order mark, line ends as "\\n" whatever they were."""
-    with open(path, encoding="utf-8-sig") as fh:
-        return fh.read()
+    """A text file's contents: UTF-8 with or without a byte-order mark, or UTF-16/32 with one (see text_encoding),
+    line ends as "\\n" whatever they were. Raises FileFormatError for other encodings (one line, with the fix)."""
+    data = Path(path).read_bytes()
+    codec = next((codec for bom, codec in _BOMS if data.startswith(bom)), "utf-8-sig")
+    try:
+        text = data.decode(codec)
+    except UnicodeDecodeError as err:
+        raise FileFormatError(f"{path} is not {codec.removesuffix('-sig').upper()} text (byte {data[err.start]:#04x} "
+                              f"at offset {err.start}): save it as UTF-8") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _unique_pairs(source: str) -> Callable[[list[tuple[str, Any]]], dict]:
@@ -59,7 +80,21 @@ def loads_json(text: str, source: str = "JSON text") -> Any:
     try:
         return json.loads(text.removeprefix("\ufeff"), object_pairs_hook=_unique_pairs(source))
     except json.JSONDecodeError as err:
-        raise FileFormatError(f"{source} is not valid JSON: {err}") from None
+        if not text.strip().removeprefix("\ufeff"):
+            raise FileFormatError(f"{source} is empty: write the JSON it should hold (e.g. {{}})") from None
+        raise FileFormatError(f"{source} is not valid JSON: {err}{_json_hint(err)}") from None
+
+
+def _json_hint(err: json.JSONDecodeError) -> str:
+    """What a JSON error near `err.pos` most likely is: what editors and Python let people write, JSON does not."""
+    rest = err.doc[err.pos:].lstrip()
+    if rest.startswith(("//", "/*", "#")):
+        return "; JSON allows no comments: remove it"
+    if rest.startswith(("}", "]")) and err.doc[:err.pos].rstrip().endswith(","):
+        return "; JSON allows no comma before a closing } or ]: remove it"
+    if rest.startswith("'"):
+        return "; JSON strings and keys take double quotes"
+    return ""
 
 
 def read_json(path: str | Path) -> Any:
@@ -93,7 +128,8 @@ def loads_yaml(text: str, source: str = "YAML text") -> Any:
     try:
         return yaml.load(text, Loader=UniqueKeyLoader)   # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
-        raise FileFormatError(f"{source} is not plain YAML data: {' '.join(str(err).split())}") from None
+        tabs = "; YAML indents with spaces, never tabs: replace them" if "'\\t'" in str(err) else ""
+        raise FileFormatError(f"{source} is not plain YAML data: {' '.join(str(err).split())}{tabs}") from None
 
 
 def read_yaml(path: str | Path) -> Any:

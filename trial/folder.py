@@ -24,6 +24,19 @@ The audit (`audit(path) -> Audit`) runs before anything is cached and refuses, i
 wrong: files that do not decode (unless skip_bad_images), the same image in two splits (unless drop_duplicates), a
 class with too few images for the splits, fewer than two classes.
 
+Memory. The decode writes every image into one uint8 array [N, C, S, S] (N*C*S*S bytes, e.g. 737 MB for 60,000
+64x64 RGB images), saved with torch.save; a later trial maps that file (torch.load(mmap=True)) instead of reading it,
+so it "loads" in milliseconds whatever its size and concurrent trials share one copy in the page cache (reading it
+took 0.4-0.7 s per 737 MB here, each trial holding a private copy). A mapped cache alone would not let a cache
+larger than memory train: trial.data.prepare holds the images it trains on as float32, 4 bytes a value, so a trial
+needs about 4x the images it uses (training_memory). Hence refusals, in one line with the figures and the fix, never
+the kernel's silent OOM kill: before decoding when the uint8 images would not fit in the memory available now
+(decode_memory_problem: the audit's problem, naming an image_size that fits), and in prepare on the CPU when the
+float32 copies would not (check_training_memory: naming a train_subset that fits). Both compare with psutil's
+available memory less MEMORY_RESERVE, at that moment: trials starting together each see the memory the others are
+about to take. Training batch by batch from the mapped uint8 cache would lift the float32 limit; that is the training
+loop's change to make, not this module's.
+
     python -m trial.data path/to/images          # the audit: counts per class and split, sizes, modes, problems
 """
 from __future__ import annotations
@@ -31,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import statistics
@@ -60,6 +74,10 @@ AUTO_SIDE = (16, 128)     # image_size 0: the median shorter side clamped to thi
 IMBALANCE_FLAG = 1.5      # largest / smallest class above this: lead reports with balanced accuracy
 BACKGROUND = images.WHITE  # behind transparent pixels and in resize_mode "pad"'s bars: what a viewer shows
 SHOWN = 5                 # files named in one line before "and N more"
+MEMORY_RESERVE = 512 * 2 ** 20   # bytes the memory checks leave free (interpreter, torch, the OS, a batch)
+FLOAT_BYTES = 4           # a trial holds its images as float32 (trial.data.normalise)
+TRAINING_HEADROOM = 1.3   # prepare's peak RSS growth over the bytes counted below, measured: 1.25x for 60,000 64x64 RGB
+                          # images, 1.28x for 20,000 (the mapped cache's pages, imports, the allocator)
 
 
 @dataclass(frozen=True)
@@ -89,7 +107,7 @@ class Entry:
     name: str
     label: str
     split: str                 # "train", "val", "test" as the layout gives it ("train" when none is given)
-    path: Path | None = None   # None for an .npz row
+    path: str | Path | None = None   # None for an .npz row (a str for a folder's files: cheaper to walk)
     stat: str = ""             # size and mtime: what keys the cache
     digest: str = ""           # hash of the file's bytes (or the array's)
     width: int = 0
@@ -228,9 +246,9 @@ def _by_extension(names: list[str]) -> str:
     return ", ".join(f"{ext} {n}" for ext, n in sorted(counts.items()))
 
 
-def _stat(path: Path) -> str:
+def _stat(path: str | Path) -> str:
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
         return "missing"
     return f"{st.st_size}:{st.st_mtime_ns}"
@@ -258,22 +276,39 @@ def _visible(folder: Path) -> list[os.DirEntry]:
 
 
 def _walk_class(scan_: Scan, folder: Path, label: str, split: str) -> int:
-    """Add the images under a class folder (subfolders included) to scan_; returns how many."""
-    found = 0
-    for dirpath, dirnames, filenames in os.walk(folder):
-        hidden_dirs = [d for d in dirnames if images.is_hidden(d)]
-        scan_.hidden += [os.path.relpath(os.path.join(dirpath, d), scan_.root) + "/" for d in hidden_dirs]
-        dirnames[:] = sorted(d for d in dirnames if not images.is_hidden(d))
-        for name in sorted(filenames):
-            full = Path(dirpath) / name
-            rel = full.relative_to(scan_.root).as_posix()
-            if images.is_hidden(name):
+    """Add the images under a class folder (subfolders included) to scan_; returns how many. Paths are strings, not
+    pathlib objects: every later trial walks all the files to check its cache, and pathlib took most of that time
+    (60,000 files: 7.5 s against 1.5 s for the walk and the stats alone, on a loaded 2-core machine)."""
+    found, exts = 0, images.image_extensions()
+    stack = [str(folder)]
+    while stack:
+        dirpath = stack.pop()
+        rel_dir = os.path.relpath(dirpath, scan_.root).replace(os.sep, "/")
+        subdirs = []
+        try:
+            listed = sorted(os.scandir(dirpath), key=lambda d: d.name)
+        except OSError:   # unreadable: skipped, as os.walk skips it
+            continue
+        for d in listed:
+            name, rel = d.name, f"{rel_dir}/{d.name}"
+            if d.is_dir():
+                if images.is_hidden(name):
+                    scan_.hidden.append(rel + "/")
+                elif not d.is_symlink():   # listed, not followed, as os.walk does
+                    subdirs.append(d.path)
+            elif images.is_hidden(name):
                 scan_.hidden.append(rel)
-            elif not images.is_image_name(name):
+            elif (name[name.rfind("."):].lower() if name.rfind(".") > 0 else "") not in exts:   # is_image_name
                 scan_.not_images.append(rel)
             else:
-                scan_.entries.append(Entry(rel, label, split, full, _stat(full)))
+                try:
+                    st = d.stat()
+                    stat = f"{st.st_size}:{st.st_mtime_ns}"
+                except OSError:
+                    stat = "missing"
+                scan_.entries.append(Entry(rel, label, split, d.path, stat))
                 found += 1
+        stack += reversed(subdirs)   # depth first, in name order, as os.walk went
     return found
 
 
@@ -312,8 +347,10 @@ def _column(columns: list[str], names: tuple[str, ...]) -> str | None:
 
 def _scan_manifest(csv: Path) -> Scan:
     import pandas as pd
+
+    from .files import text_encoding
     try:
-        frame = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        frame = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding=text_encoding(csv))   # UTF-16: Excel
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise DatasetError(f"{csv} cannot be read as a CSV manifest ({' '.join(str(err).split())}); it needs a "
                            f"header row naming an image path column and a label column") from None
@@ -409,7 +446,7 @@ def _read_headers(s: Scan) -> None:
     """Hash every file's bytes and read its header (size, mode, grey): no pixels decoded."""
     def one(e: Entry) -> None:
         try:
-            e.digest = hashlib.blake2b(e.path.read_bytes(), digest_size=16).hexdigest()
+            e.digest = hashlib.blake2b(Path(e.path).read_bytes(), digest_size=16).hexdigest()
         except OSError as err:
             e.error = f"unreadable ({err.strerror or err})"
             return
@@ -423,6 +460,65 @@ def _read_headers(s: Scan) -> None:
 
 def _workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
+
+
+# ---------------------------------------------------------------------------------------------------- memory
+def available_memory() -> int:
+    """Bytes that can be allocated now without swapping (psutil's `available`, which counts reclaimable page cache):
+    what the memory checks compare with. Tests replace it to simulate a small machine."""
+    import psutil
+    return int(psutil.virtual_memory().available)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def _largest_side(n: int, channels: int, free: float, bytes_per_value: int) -> int:
+    """The largest image_size (a multiple of 4, at least 4) whose n images fit in `free` bytes; 0 when none does."""
+    side = int(math.sqrt(max(free, 0) / max(1, n * channels * bytes_per_value))) // 4 * 4
+    return side if side >= 4 else 0
+
+
+def decode_memory_problem(n: int, channels: int, side: int) -> str | None:
+    """Why decoding `n` images into uint8 [n, channels, side, side] would not fit in the memory available now (one
+    line: the figures and the fix), or None when it fits. The decode holds every image (n * channels * side**2 bytes)
+    until it is written to the cache; a later trial maps the cache file instead of reading it (_read_cache)."""
+    need, free = n * channels * side * side, available_memory() - MEMORY_RESERVE
+    if need <= free:
+        return None
+    fits = _largest_side(n, channels, free, 1)
+    return (f"decoding {n} images at {channels}x{side}x{side} needs {_gb(need)} of memory (uint8) and {_gb(free)} is "
+            f"available (keeping {_gb(MEMORY_RESERVE)} free); lower image_size"
+            + (f" ({fits} fits: {_gb(n * channels * fits * fits)})" if fits else "")
+            + ", use fewer files, or use a machine with more memory")
+
+
+def training_memory(train: int, val: int, test: int, shape: tuple[int, int, int]) -> int:
+    """Bytes a trial's data takes at its peak on the CPU (trial.data.prepare): the float32 copies it keeps of `train`,
+    `val` and `test` images of `shape` (C, H, W), plus, while the largest split is converted, its uint8 copy and a
+    float32 temporary (5 bytes a value). The uint8 cache itself is a mapped file: its pages are page cache, not
+    counted; TRAINING_HEADROOM covers what else the process takes meanwhile."""
+    per = shape[0] * shape[1] * shape[2]
+    return int(TRAINING_HEADROOM * per * (FLOAT_BYTES * (train + val + test)
+                                          + (1 + FLOAT_BYTES) * max(train, val, test)))
+
+
+def check_training_memory(train: int, val: int, test: int, shape: tuple[int, int, int]) -> None:
+    """Raise DatasetError, one line with the figures and the fix (a train_subset that fits now, a lower image_size,
+    eval_test false), when training_memory would not fit in the memory available now; prepare calls it before it
+    normalises a dataset given by path on the CPU (a GPU holds the float copies in its own memory)."""
+    need, free = training_memory(train, val, test, shape), available_memory() - MEMORY_RESERVE
+    if need <= free:
+        return
+    per = shape[0] * shape[1] * shape[2]
+    subset = int((free / per / TRAINING_HEADROOM - FLOAT_BYTES * (val + test)) // (2 * FLOAT_BYTES + 1))
+    fits = 0 < subset < train and training_memory(subset, val, test, shape) <= free
+    fixes = ([f"set train_subset {subset} (fits now)"] if fits else []) + ["lower image_size"] + \
+        (["set eval_test false (the test images are held too)"] if test else []) + ["use a machine with more memory"]
+    raise DatasetError(f"training on {train} images (+ {val} validation, {test} test) at {'x'.join(map(str, shape))} "
+                       f"holds them as float32 on the CPU: {_gb(need)} at its peak, and {_gb(free)} is available "
+                       f"(keeping {_gb(MEMORY_RESERVE)} free); {', '.join(fixes[:-1])} or {fixes[-1]}")
 
 
 def class_order(labels) -> list[str]:
@@ -577,8 +673,12 @@ def _survey(s: Scan, options: FolderOptions, fail_fast: bool = True):
     if not options.mirror_safe:
         audit.notes.append("mirror_safe false: no flip augmentation or mirror test-time augmentation (set "
                            "mirror_safe true if a mirrored image keeps its class)")
+    held = decode_memory_problem(sum(not e.error and e.split != "dropped" for e in s.entries), audit.channels,
+                                 audit.image_size)
+    if held:   # refused before a decode that would be killed for memory (the whole machine's, without a word)
+        audit.problems.append(held)
     arrays = None
-    if not (fail_fast and audit.problems):
+    if not (fail_fast and audit.problems) and not held:
         arrays = _decode(s, npz, audit, options)
     bad = [e for e in s.entries if e.error]
     audit.bad = [f"{e.name}: {e.error}" for e in bad]
@@ -644,29 +744,44 @@ def _image_size(options: FolderOptions, median_shorter: int) -> tuple[int, str]:
 
 
 def _decode(s: Scan, npz, audit: Audit, options: FolderOptions) -> dict[str, tuple[np.ndarray, list[Entry]]]:
+    """{split: (uint8 [N, C, S, S], its entries)}: the usable entries decoded into one array allocated up front, in
+    split order (each split a view of it), so the decode's peak is the images themselves, not twice them as
+    stacking a list would be; a file that does not decode gets its `error` and its slot is closed up."""
     size, channels = audit.image_size, audit.channels
-    todo = [e for e in s.entries if not e.error and e.split != "dropped"]
+    todo = sorted((e for e in s.entries if not e.error and e.split != "dropped"), key=lambda e: SPLITS.index(e.split))
+    x = np.empty((len(todo), channels, size, size), np.uint8)
 
-    def one(e: Entry) -> np.ndarray | None:
+    def one(i: int) -> bool:
+        e = todo[i]
         try:
-            if npz is not None:
-                a = _npz_image(npz, e)
-                if a.shape == (size, size, channels):
-                    return a.transpose(2, 0, 1)
-                from PIL import Image
-                return images.to_array(Image.fromarray(a[..., 0] if a.shape[2] == 1 else a), size,
-                                       options.resize_mode, channels, BACKGROUND)
-            return images.read(e.path, size, options.resize_mode, channels, BACKGROUND)
+            if npz is None:
+                x[i] = images.read(e.path, size, options.resize_mode, channels, BACKGROUND)
+                return True
+            a = _npz_image(npz, e)
+            if a.shape == (size, size, channels):
+                x[i] = a.transpose(2, 0, 1)
+                return True
+            from PIL import Image
+            x[i] = images.to_array(Image.fromarray(a[..., 0] if a.shape[2] == 1 else a), size, options.resize_mode,
+                                   channels, BACKGROUND)
+            return True
         except images.ImageError as err:
             e.error = str(err).split(": ", 1)[-1].split("; give a")[0]
-            return None
+            return False
     with ThreadPoolExecutor(_workers()) as pool:
-        decoded = list(pool.map(one, todo))
-    out = {}
+        ok = list(pool.map(one, range(len(todo))))
+    kept = 0
+    for i, good in enumerate(ok):   # close up the failed slots in place (kept <= i: nothing is overwritten unread)
+        if good:
+            if kept != i:
+                x[kept] = x[i]
+            kept += 1
+    entries = [e for e, good in zip(todo, ok) if good]
+    out, start = {}, 0
     for split in SPLITS:
-        pairs = [(a, e) for a, e in zip(decoded, todo) if a is not None and e.split == split]
-        x = np.stack([a for a, _ in pairs]) if pairs else np.zeros((0, channels, size, size), np.uint8)
-        out[split] = (x, [e for _, e in pairs])
+        n = sum(e.split == split for e in entries)
+        out[split] = (x[start:start + n], entries[start:start + n])
+        start += n
     return out
 
 
@@ -692,8 +807,7 @@ def _cache_stem(s: Scan, options: FolderOptions) -> tuple[str, str]:
     h = hashlib.sha256(f"{CACHE_VERSION}:{FOLDER_VERSION}:{s.root}:{options.data_key()}\n".encode())
     for src in s.sources:
         h.update(f"source {src}:{_stat(src)}\n".encode())
-    for e in s.entries:
-        h.update(f"{e.name}\0{e.label}\0{e.split}\0{e.stat}\n".encode())
+    h.update("".join(f"{e.name}\0{e.label}\0{e.split}\0{e.stat}\n" for e in s.entries).encode())   # one update
     return prefix, f"{prefix}-{h.hexdigest()[:12]}"
 
 
@@ -718,7 +832,7 @@ def _read_cache(stem: str, split_file: Path | None, options: FolderOptions) -> F
         meta = json.loads(side.read_text())
         if split_file is not None and meta["split_digest"] != _file_digest(split_file):
             return None   # the test list was deleted or edited: draw or read it again
-        t = torch.load(pt, weights_only=True)
+        t = torch.load(pt, weights_only=True, mmap=True)   # mapped, not read: see the module docstring
         return FolderData(Splits(t["train_x"], t["train_y"], t["test_x"], t["test_y"]), t.get("val_x"),
                           t.get("val_y"), t["train_groups"], _info(meta["dataset"], meta, options), _audit_from(meta))
     except Exception as err:  # a half-written or damaged cache: decode again rather than fail

@@ -8,6 +8,8 @@ search space can search across and within them (nested choices).
 - airbench: airbench94's network (trial/networks.py): a patch-whitening stem initialised from training images, then
   `conv_layers` conv-pool-norm-activation groups, a scaled linear head.
 - nas: the cell network an architecture search chose (trial/nas_space.py), from the `nas_arch` dict of labels.
+- resnet18: torchvision's ResNet-18 as it is, trained from scratch: the fixed hand design a user's own images are
+  measured against (baselines/resnet18_torchvision.json); no key shapes it.
 `width_mult` scales every family's channels. Every family takes 1 or 3 channels (any count), square images of any
 side its downsampling allows (16..128 for a dataset given by path; trial/config.py refuses a config whose stages do not
 fit the dataset's side, naming the key) and ends in one logit per class of the dataset. Names map to builders through
@@ -110,7 +112,19 @@ def nas(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int) -> NasN
                   cell_gate=cfg.nas_cell_gate)
 
 
-FAMILIES = {"plain": plain, "residual": residual, "airbench": airbench, "nas": nas}
+def resnet18(cfg: TrialConfig, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """torchvision's ResNet-18 (He et al. 2016, the ImageNet design: 7x7 stride-2 stem, max pool, 4 stages of 2 basic
+    blocks at 64..512 channels, global average pooling) with random weights, as `torchvision.models.resnet18(weights=
+    None)` builds it. Only the stem's input channels follow the images (a grey dataset: a 1-channel 7x7 conv); any
+    side from 16 px works (the stride-32 stack ends at 1x1 and the head pools it)."""
+    from torchvision.models import resnet18 as tv_resnet18
+    net = tv_resnet18(weights=None, num_classes=num_classes)
+    if shape[0] != 3:
+        net.conv1 = nn.Conv2d(shape[0], 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return net
+
+
+FAMILIES = {"plain": plain, "residual": residual, "airbench": airbench, "nas": nas, "resnet18": resnet18}
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -181,12 +181,24 @@ def sample(space: dict, rng: random.Random) -> dict:
     return nni[1].deformat_parameters(suggest(np.random.default_rng(rng.getrandbits(63)), formatted), formatted)
 
 
+def _as_yaml(path: str):
+    """The file read as YAML, as NNI's ExperimentConfig reads a search-space file that json.loads refuses; None when
+    that fails too (the JSON error is then the one to show)."""
+    from trial.files import loads_yaml, read_text
+    try:
+        return loads_yaml(read_text(path), str(path))
+    except (OSError, FileFormatError):
+        return None
+
+
 def load_space(path: str) -> dict:
     """Read and validate a search-space JSON file. Raises SearchSpaceError (one line: the file and what is wrong)."""
     try:
         space = read_json(path)   # a byte-order mark and CRLF ends accepted, a key given twice refused
     except FileFormatError as err:
-        raise SearchSpaceError(f"search space {err}") from None
+        space = _as_yaml(path)    # NNI reads a space that is not JSON as YAML: trailing commas, # comments
+        if not isinstance(space, dict):
+            raise SearchSpaceError(f"search space {err}") from None
     except OSError as err:
         raise SearchSpaceError(f"search space {path} cannot be read: {err.strerror}") from None
     try:

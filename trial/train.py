@@ -3,7 +3,8 @@
 The whole split lives in one tensor on the device; each epoch shuffles it with `randperm` and augments batches with
 tensor ops (the airbench way, no DataLoader). Each epoch calls `report(metrics)` with `default` = validation accuracy.
 The result holds the trained model (best-validation or last weights, as `keep` says) and the final metrics: best
-validation accuracy, the test accuracy of the kept weights, epochs run, parameter count and seconds.
+validation accuracy, the test accuracy of the kept weights, epochs run, seconds, and the network's cost (trial/cost.py:
+parameters, multiply-adds, batch-1 latency, size), measured before the first step.
 
     result = train(resolve({"dataset": "fmnist", "epochs": 3}), report=print)
     result.metrics["best_val_accuracy"], result.model
@@ -33,6 +34,7 @@ from . import resume
 from .augment import training_transform
 from .averaging import EMA, Lookahead, weight_average
 from .config import ConfigError, TrialConfig
+from .cost import ConstraintError, broken_limit, measure
 from .files import json_text, make_dir, remove_file, write_file, write_files
 from .folder import FolderOptions
 from .inference import evaluate, infer
@@ -211,7 +213,9 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     and saves its own state after every epoch. A loss that turns NaN ends the run early with the best weights so far,
     `diverged` True, `diverged_epoch` and `default` 0.0 (ranked last by a tuner, never NaN) in the metrics. Raises
     ConfigError for an unusable device or an out-of-memory error in training (one line: the batch size and the
-    parameter count), trial.data.DatasetError for missing or corrupt data, and trial.files.OutputError (one line:
+    parameter count), trial.cost.ConstraintError (a ConfigError: one line, the limit, the measured value and the fix)
+    before the first step for a network over the config's max_params, max_macs or max_latency_ms, with its final.json
+    written (see refuse_over_limits), trial.data.DatasetError for missing or corrupt data, and trial.files.OutputError (one line:
     the path and the cause) for an output that cannot be written: config.json is written before training starts,
     metrics.jsonl after every epoch, final.json last, each whole or not at all (trial/files.py).
 
@@ -241,6 +245,13 @@ def _train(cfg: TrialConfig, report: Report | None, data: data_mod.DeviceData | 
     model = build_model(cfg, d.info.shape, len(d.info.classes)).to(device, memory_format=torch.channels_last)
     if isinstance(model, AirbenchNet):
         model.init_whitening(d.train_x[:WHITENING_IMAGES])
+    # the network's cost follows from its shape, not its weights: measured once, before the first step, where a
+    # network over the config's limits is refused (trial/cost.py)
+    try:
+        cost = measure(model, d.info.shape, device, cfg.threads)
+    except torch.OutOfMemoryError:
+        raise out_of_memory(cfg, device, model) from None
+    refuse_over_limits(cfg, cost, device, out, start)
     # `net` runs the batches; `model` owns the weights (a compiled wrapper would prefix every state-dict key)
     net = torch.compile(model) if cfg.compile else model
     opt = OPTIMIZERS[cfg.optimizer](param_groups(model, cfg), cfg)
@@ -275,9 +286,7 @@ def _train(cfg: TrialConfig, report: Report | None, data: data_mod.DeviceData | 
         except TrainingInterrupted:
             break
         except torch.OutOfMemoryError:
-            raise ConfigError(f"out of memory on {device} training a model of {count_parameters(model):,} "
-                              f"parameters with batch_size {cfg.batch_size}; lower batch_size (or width_mult), or "
-                              f"use a device with more memory") from None
+            raise out_of_memory(cfg, device, model) from None
         metrics = {"train_loss": train_loss, "lr": opt.param_groups[0]["lr"], "epoch": epoch}
         if cfg.val_every_epoch or epoch == cfg.epochs:
             val = validate(scored, d.val_x, d.val_y, loss, amp, cfg.tta)
@@ -318,7 +327,7 @@ def _train(cfg: TrialConfig, report: Report | None, data: data_mod.DeviceData | 
         model.load_state_dict(kept)   # early stopping restores the best-validation weights
     final = {"default": max(state.best_acc, 0.0), "best_val_accuracy": max(state.best_acc, 0.0),
              "best_epoch": state.best_epoch, "epochs_run": len(state.history), "resumed_from_epoch": resumed_from,
-             "params": count_parameters(model), "train_seconds": time.perf_counter() - start,
+             **cost, "train_seconds": time.perf_counter() - start,
              "startup_seconds": startup, "device": str(device), "bf16_autocast": amp, **hardware(device),
              "diverged": diverged is not None, **d.info.metrics(),
              **({"metric": cfg.metric} if cfg.metric != "accuracy" else {})}   # best_val_accuracy is of this metric
@@ -338,6 +347,30 @@ def _train(cfg: TrialConfig, report: Report | None, data: data_mod.DeviceData | 
         print(f"[train] {interrupted_line(final, cfg, out, kept is not None)}", file=sys.stderr)
         raise Interrupted(stop.signum, said=True)
     return TrainResult(model.eval(), final, state.history, cfg)
+
+
+def out_of_memory(cfg: TrialConfig, device: torch.device, model: nn.Module) -> ConfigError:
+    """The one line for an out-of-memory error: the device, the parameter count, the batch size and the fix."""
+    return ConfigError(f"out of memory on {device} training a model of {count_parameters(model):,} parameters with "
+                       f"batch_size {cfg.batch_size}; lower batch_size (or width_mult), or use a device with more "
+                       f"memory")
+
+
+def refuse_over_limits(cfg: TrialConfig, cost: dict, device: torch.device, out: Path | None, start: float) -> None:
+    """Raise ConstraintError (one line: the limit, the measured value, the fix) when `cost` (trial.cost.measure's
+    dict) breaks a limit of `cfg`, after writing the refused run's final.json (and config.json, an empty
+    metrics.jsonl) to `out`: `default` 0.0 (ranked last by a tuner, never NaN), `refused` True, the broken limit's key
+    as `constraint`, the line as `error`, and the measured figures."""
+    broken = broken_limit(cfg, cost)
+    if broken is None:
+        return
+    key, line = broken
+    final = {"default": 0.0, "best_val_accuracy": 0.0, "best_epoch": 0, "epochs_run": 0, **cost,
+             "train_seconds": time.perf_counter() - start, "device": str(device), **hardware(device),
+             "refused": True, "constraint": key, "error": line}
+    if out is not None:
+        save_run(out, cfg, [], final, None)
+    raise ConstraintError(line, key, final)
 
 
 def interrupted_line(final: dict, cfg: TrialConfig, out: Path | None, weights: bool) -> str:

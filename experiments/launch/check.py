@@ -57,6 +57,8 @@ from trial.files import FileFormatError, read_yaml
 from trial.search_space import SearchSpaceError, load_space, sample, validate
 
 DRAWS = 300
+MINIMIZING_BY_DEFAULT = ("Anneal", "TPE")   # nni/algorithms/hpo/hyperopt_tuner.py, tpe_tuner.py
+CHECKPOINT_TUNERS = ("PBT", "PBTTuner")   # built-in names of NNI's population-based training
 BUDGET_TUNERS = ("Hyperband", "BOHB")   # advisors whose budget reaches the trial as TRIAL_BUDGET, the epoch count
 # platforms for which NNI's launcher also needs the port after the REST port (nni/experiment/launcher.py)
 NEXT_PORT_PLATFORMS = ("hybrid", "remote", "openpai", "kubeflow", "frameworkcontroller", "adl")
@@ -193,6 +195,35 @@ def _code_dir_problem(raw: dict, code_dir: Path, base: Path) -> str | None:
             f"fail with 'No module named trial'; set it to the repository, {REPO}{from_here}")
 
 
+COUNT_FIELDS = {"trialConcurrency": 1, "maxTrialNumber": 1, "trialGpuNumber": 0}   # field -> its least value
+DURATION = re.compile(r"^\s*\d+(\.\d+)?\s*[smhd]\s*$")
+
+
+def _field_problems(raw: dict, base: Path) -> list[str]:
+    """The fields NNI's config classes refuse without saying which or why (a bare AssertionError for
+    `trialConcurrency: 0`, "could not convert string to float: '30 minute'" for `30 minutes`), and a search-space
+    file NNI's manager cannot read (it reads UTF-8 only), each in one line with the fix."""
+    problems = []
+    for key, least in COUNT_FIELDS.items():
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            problems.append(f"{key}: {value!r} must be a whole number >= {least}")
+    for key in ("maxExperimentDuration", "maxTrialDuration"):
+        value = raw.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+                                      or isinstance(value, str) and DURATION.match(value)):
+            problems.append(f"{key}: {value!r} is not a duration NNI reads: a number and one unit letter, s, m, h or "
+                            f"d (e.g. 30m, 1.5h, 2d)")
+    space = raw.get("searchSpaceFile")
+    if space and (base / str(space)).is_file():
+        from trial.files import text_encoding
+        codec = text_encoding(base / str(space))
+        if codec != "utf-8-sig":
+            problems.append(f"searchSpaceFile {space} is saved as {codec.upper()}, which NNI's manager cannot read "
+                            f"(UTF-8 only): save it as UTF-8")
+    return problems
+
+
 def _writable_problems(canon) -> list[str]:
     """NNI's manager writes the experiment's folder (database, logs) under the working directory and nnictl's registry
     under ~/nni-experiments: a folder it cannot write stops it at the start."""
@@ -220,14 +251,31 @@ def _writable_problems(canon) -> list[str]:
 
 def _optimize_mode_problem(spec: dict, cls: type | None, what: str) -> str | None:
     """Trials report validation accuracy: a tuner or assessor that minimizes it searches for the worst models. NNI's
-    TPE (and so FixedTPE) defaults to minimize."""
+    TPE (and so FixedTPE) defaults to minimize. A multi-objective tuner (experiments/tuners/pareto.py) has no
+    optimize_mode: its `objective_directions` reads the direction of each metric key from its classArgs, and
+    `default` (validation accuracy) must be among them, maximized."""
     label = spec.get("name") or spec.get("className")
+    directions = getattr(cls, "objective_directions", None)
+    if callable(directions):
+        try:
+            found = directions((spec.get("classArgs") or {}).get("objectives"))
+        except ValueError as err:
+            return f"the {what} {label}: {err}"
+        if found.get("default") != "maximize":
+            return (f"the {what} {label} " + ("minimizes `default`" if "default" in found else
+                                               "does not optimise `default`") +
+                    f" (objectives {found}), but `default` is validation accuracy (higher is better): give it as "
+                    f"`default: maximize` in its classArgs objectives")
+        return None
     mode = (spec.get("classArgs") or {}).get("optimize_mode")
     if mode is not None:
         if str(mode).lower() == "minimize":
             return (f"the {what} {label} has optimize_mode: minimize, but trials report validation accuracy (higher is "
                     f"better): set `optimize_mode: maximize` in its classArgs")
         return None
+    if cls is None and label in MINIMIZING_BY_DEFAULT:   # not importable here (a package missing): NNI's own default
+        return (f"the {what} {label} is left at its default optimize_mode, minimize: it would search for the lowest "
+                f"validation accuracy; add `classArgs: {{optimize_mode: maximize}}` to its section")
     for klass in getattr(cls, "__mro__", ()):
         init = klass.__dict__.get("__init__")
         try:
@@ -367,6 +415,10 @@ def _draws(tuner, space: dict, n: int) -> tuple[list[dict], str]:
             draws.append(tuner.generate_parameters(i))
         except NoMoreTrialError:
             break
+        except RuntimeError as err:   # Evolution: its population drawn, it waits for results the check cannot send
+            if draws and "population is empty" in str(err):
+                break
+            raise
     return draws, f"{len(draws)} sets drawn by {type(tuner).__name__}"
 
 
@@ -390,7 +442,10 @@ def check(config_path: str | Path, draws: int = DRAWS, port: int | None = None) 
         with _quiet():
             canon = ExperimentConfig.load(str(path)).canonical_copy()
     except Exception as err:   # noqa: BLE001 - NNI raises ValueError, TypeError, AssertionError... for bad fields
-        report.problems.append(f"{path}: NNI's config validation: {type(err).__name__}: {_one_line(err)}")
+        fields = _field_problems(raw, base)   # NNI's own message is a bare AssertionError or a repr of bytes
+        own = "Failed to load search space file" in str(err)   # our own reading of the space names it below
+        report.problems += [f"{path}: {line}" for line in fields] or ([] if own else [
+            f"{path}: NNI's config validation: {type(err).__name__}: {_one_line(err)}"])
     report.problems += [f"{path}: {line}" for line in _environment_problems(raw, canon, base, port)]
     if "searchSpaceFile" in raw:
         try:
@@ -414,10 +469,22 @@ def check(config_path: str | Path, draws: int = DRAWS, port: int | None = None) 
         report.problems.append(f"{path}: {line}")
     tuner_spec = raw.get("tuner") or raw.get("advisor") or {}
     label = tuner_spec.get("name") or tuner_spec.get("className")
+    if tuner_spec.get("name") in CHECKPOINT_TUNERS:
+        report.problems.append(f"{path}: the tuner {label} sends every trial `load_checkpoint_dir` and "
+                               f"`save_checkpoint_dir` parameters (weights carried between its generations), which "
+                               f"`python -m trial` does not read: every trial would fail on them; use Evolution, TPE "
+                               f"or Random")
+        return report
     try:
         with _quiet():
             tuner = _algorithm(tuner_spec, base, "tuners")
             sets, note = _draws(tuner, space, draws)
+    except ModuleNotFoundError as err:   # NNI's dispatcher dies the same way, the experiment left RUNNING
+        report.problems += [f"{path}: {line}" for line in [_optimize_mode_problem(tuner_spec, None, "tuner")] if line]
+        report.problems.append(f"{path}: the tuner {label} cannot be loaded: it needs the package {err.name!r}, which "
+                               f"is not installed here (NNI's dispatcher would die at the start); pick a tuner that "
+                               f"runs here (TPE, Random, Evolution, GridSearch, Batch) or install it")
+        return report
     except Exception as err:   # noqa: BLE001 - what the tuner raises here, it raises in the dispatcher
         report.problems.append(f"{path}: the tuner {label} fails on this search space: {type(err).__name__}: "
                                f"{_one_line(err)}")

@@ -6,10 +6,10 @@
 1. The data is audited first (trial/folder.py, as `python -m trial.data PATH` prints it): a dataset the audit refuses
    (files that do not decode, the same image in two splits, a class too small for the splits) is refused in one line
    naming its first problem, and nothing is written (exit 1).
-2. This machine is measured: a few training steps of each family's middle configuration and of the two hand designs,
+2. This machine is measured: a few training steps of each family's middle configuration and of the hand designs (BASELINES),
    at the audit's image size and channel count, one torch thread (as a trial runs), bfloat16 autocast where the CPU
    or GPU has it (as training does).
-3. The budget (search, then the report's retraining of the winner and the two hand designs over the seeds) is split
+3. The budget (search, then the report's retraining of the winner and the hand designs over the seeds) is split
    from those rates: the retraining epochs first (about RETRAIN_SHARE of the budget), the rest goes to the search,
    whose trials run at a lower fidelity (a third of the epochs, a subset of the training images when a trial would
    otherwise be too slow for about TARGET_TRIALS of them), one torch thread each, as many at once as there are cores.
@@ -49,7 +49,8 @@ from trial.images import RESIZE_MODES
 from trial.networks import airbench_max_groups, residual_max_stages
 from trial.search_space import SearchSpaceError, sample, validate
 
-BASELINES = ("baselines/airbench_cifar10_half.json", "baselines/resnet.json")   # the hand designs the report retrains
+# the hand designs the report retrains: airbench-style, ResNet-20 and torchvision's ResNet-18 from scratch
+BASELINES = ("baselines/airbench_cifar10_half.json", "baselines/resnet.json", "baselines/resnet18_torchvision.json")
 RETRAIN_SHARE = 0.6     # of the budget, at most, for retraining the winner and the hand designs over the seeds
 TARGET_TRIALS = 20      # trials the search should finish (TPE draws at random until 20 have completed)
 MAX_EPOCHS = 40         # retraining epochs at most, however cheap the data
@@ -250,8 +251,8 @@ def plan(budget_s: float, n_train: int, n_val: int, n_test: int, val_given: bool
     if retrain_s(1, seeds) + MIN_SEARCH_S > budget_s:
         need = math.ceil((retrain_s(1, seeds) + MIN_SEARCH_S) / 60)
         raise NewError(f"a budget of {budget_s / 60:.0f} minutes is too small for {retrained} images on this machine "
-                       f"({machine.device}, {machine.cores} cores): one retraining epoch of the winner and the 2 hand "
-                       f"designs over {seeds} seeds and {MIN_SEARCH_S // 60} minutes of search need about {need}; give "
+                       f"({machine.device}, {machine.cores} cores): one retraining epoch of the winner and the "
+                       f"{len(models) - 1} hand designs over {seeds} seeds and {MIN_SEARCH_S // 60} minutes of search need about {need}; give "
                        f"--budget {need}m or more")
     epochs = 1
     while epochs < MAX_EPOCHS and retrain_s(epochs + 1, seeds) <= RETRAIN_SHARE * budget_s:
@@ -469,7 +470,7 @@ def main(argv=None) -> int:
           f"{result['channels']}x{result['image_size']}x{result['image_size']}; search {plan_['search_s'] / 60:.1f} "
           f"min ({plan_['trial_epochs']} epoch(s) a trial, {plan_['concurrency']} at a time, at most "
           f"{plan_['max_trials']}), report {plan_['retrain_s'] / 60:.1f} min ({plan_['retrain_epochs']} epochs x "
-          f"{plan_['seeds']} seeds x 3 models); tuner's metric: validation {result['metric']}")
+          f"{plan_['seeds']} seeds x {1 + len(result['baselines'])} models); tuner's metric: validation {result['metric']}")
     print(f"start:   {result['commands']['start']}")
     print(f"report:  {result['commands']['report']}   (after `nnictl stop ID`)")
     print(f"predict: {result['commands']['predict']}")

@@ -218,3 +218,26 @@ def winner_vs_hand_design(rows: list[dict], path: Path) -> Path:
     axes[0][0].set_ylabel("test accuracy, mean +- std over seeds")
     fig.suptitle("Searched winner vs the strongest hand design, same protocol")
     return _save(fig, path)
+
+
+def pareto_front(points: pd.DataFrame, front_rows: pd.DataFrame, column: str, label: str, path: Path,
+                 chosen: list[str] = ()) -> Path:
+    """Validation accuracy against `column` (latency or size, lower is better) for every candidate trial, the Pareto
+    front as a step line through its points, and `chosen` trials (retrained in the report) ringed and named."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    x = pd.to_numeric(points[column], errors="coerce")
+    ax.scatter(x, points["final_default"], s=14, alpha=0.5, color="C0", label="trial")
+    fx, fy = pd.to_numeric(front_rows[column], errors="coerce"), front_rows["final_default"]
+    ax.step(fx, fy, where="post", color="C3", alpha=0.7)
+    ax.scatter(fx, fy, s=30, color="C3", label=f"Pareto front ({len(front_rows)})", zorder=3)
+    for _, row in front_rows[front_rows["trial_id"].astype(str).isin(list(chosen))].iterrows():
+        ax.scatter([row[column]], [row["final_default"]], s=140, facecolors="none", edgecolors="k", zorder=4)
+        ax.annotate(str(row["trial_id"]), (row[column], row["final_default"]), textcoords="offset points",
+                    xytext=(6, -10), fontsize=7)
+    if len(x) and x.min() > 0 and x.max() / x.min() > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"{label} (lower is better)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"Validation accuracy against {label}")
+    ax.legend(loc="lower right")
+    return _save(fig, path)

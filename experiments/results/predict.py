@@ -1,9 +1,12 @@
 """Classify image files with an exported model; needs torch and Pillow only, not this project's training code.
 
     python experiments/results/predict.py MODEL_DIR image.png [image2.jpg ...]
+    python experiments/results/predict.py MODEL_DIR image.png --runtime onnx     # model.onnx with onnxruntime
 
-MODEL_DIR holds `model.pt2` and `model.json` (written by `experiments.results.evaluate.export_model`, or a report's
-`model/`). Each file is classified as an image viewer shows it, in the convention the model was trained on:
+MODEL_DIR holds `model.pt2`, `model.onnx` and `model.json` (written by `experiments.results.evaluate.export_model`, or
+a report's `model/`). `--runtime torch` (the default) runs model.pt2 with torch, `onnx` runs model.onnx with
+onnxruntime (the same graph: the export checked that their probabilities agree, model.json's onnx.max_abs_diff), `auto`
+the ONNX model where onnxruntime is installed and the folder has one, else torch. Each file is classified as an image viewer shows it, in the convention the model was trained on:
 - what the file carries besides its pixels, as Pillow reads it: the EXIF orientation tag (a phone photo stored
   sideways is turned upright), palettes, CMYK, 16-bit grey, transparency (composited over white, as viewers show it),
   the first frame of an animation;
@@ -21,6 +24,7 @@ A path that is not an image Pillow can read gets one `error:` line; the others a
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -49,10 +53,32 @@ else:   # run as a script, with torch and Pillow only: trial/images.py (Pillow a
 CONVENTIONS = {"mnist": (0, 20, "mass"), "fmnist": (0, 28, "box"), "cifar10": (None, None, None)}
 
 
-def load(model_dir: str | Path):
+RUNTIMES = ("torch", "onnx", "auto")
+
+
+def load(model_dir: str | Path, runtime: str = "torch"):
+    """(model, model.json as a dict) of an exported folder: the model maps raw pixel values, float32 [N, C, H, W]
+    0..255, to class probabilities, float32 [N, classes], as torch tensors. `runtime` (a key of RUNTIMES): "torch"
+    runs model.pt2 (torch.export.load), "onnx" model.onnx with onnxruntime's CPU provider, "auto" the ONNX model where
+    onnxruntime imports and model.onnx exists, else torch. Raises OSError for a missing file, ImportError for
+    runtime "onnx" without onnxruntime."""
     model_dir = Path(model_dir)
     meta = json.loads((model_dir / "model.json").read_text())
-    return torch.export.load(str(model_dir / "model.pt2")).module(), meta
+    if runtime == "auto":
+        try:
+            import onnxruntime  # noqa: F401
+            runtime = "onnx" if (model_dir / "model.onnx").is_file() else "torch"
+        except ImportError:
+            runtime = "torch"
+    if runtime == "torch":
+        return torch.export.load(str(model_dir / "model.pt2")).module(), meta
+    import onnxruntime
+    session = onnxruntime.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {name: x.numpy().astype(np.float32)})[0])
+    return model, meta
 
 
 def _as_viewed(path: str | Path, background: int = 255):
@@ -153,12 +179,21 @@ def read_images(paths, shape, dataset: str = "", meta: dict | None = None) -> to
     return torch.from_numpy(np.stack([read_image(p, shape, dataset, meta)[0] for p in paths])).float()
 
 
+def _in_folders(paths) -> tuple[list, list[str]]:
+    """The paths that are not folders, and one error line per folder, saying how to give its images: before, a folder
+    was 'unreadable (IsADirectoryError ...); give a PNG, JPEG ...'."""
+    errors = [f"{path}: a folder, not an image; give the images in it (e.g. {Path(path) / '*.png'})"
+              for path in paths if Path(path).is_dir()]
+    return [path for path in paths if not Path(path).is_dir()], errors
+
+
 @torch.no_grad()
-def predict(model_dir, paths) -> tuple[list[tuple[str, str, float, str]], list[str]]:
-    """Classify the files, each read once: ((path, class, probability, note) per readable image, one error line per
-    path that is not a readable image)."""
-    model, meta = load(model_dir)
-    read, errors = [], []
+def predict(model_dir, paths, runtime: str = "torch") -> tuple[list[tuple[str, str, float, str]], list[str]]:
+    """Classify the files, each read once, with the model `runtime` runs (see load): ((path, class, probability, note)
+    per readable image, one error line per path that is not a readable image)."""
+    model, meta = load(model_dir) if runtime == "torch" else load(model_dir, runtime)
+    paths, errors = _in_folders(paths)
+    read = []
     for path in paths:
         try:
             read.append((path, *read_image(path, meta["input_shape"], meta["dataset"], meta)))
@@ -174,15 +209,25 @@ def predict(model_dir, paths) -> tuple[list[tuple[str, str, float, str]], list[s
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) < 2:
+    if len([a for a in argv if not a.startswith("--runtime")]) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    model_dir, paths = argv[0], argv[1:]
+    p = argparse.ArgumentParser(prog="predict.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("model_dir")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                   help="torch: model.pt2 (default); onnx: model.onnx with onnxruntime; auto: onnx where possible")
+    args = p.parse_args(argv)
+    model_dir, paths = args.model_dir, args.paths
     if not (Path(model_dir) / "model.json").is_file():
         print(f"error: {model_dir} holds no model.json/model.pt2 (an export_model folder or a report's model/)",
               file=sys.stderr)
         return 2
-    rows, errors = predict(model_dir, paths)
+    if args.runtime == "onnx" and not (Path(model_dir) / "model.onnx").is_file():
+        print(f"error: {model_dir} holds no model.onnx (exported before ONNX export existed: export it again, or use "
+              f"--runtime torch)", file=sys.stderr)
+        return 2
+    rows, errors = predict(model_dir, paths, args.runtime)
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
     for path, label, confidence, note in rows:

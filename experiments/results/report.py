@@ -38,6 +38,7 @@ from trial.data import DatasetError
 from trial.files import OutputError, json_text, make_dir, read_json, write_file
 from trial.folder import IMBALANCE_FLAG
 
+from . import pareto as pareto_mod
 from . import plots
 from .compare import accuracy_cells, difference_text, welch
 from .evaluate import export_model
@@ -103,7 +104,7 @@ def study_parameters(profile: dict) -> dict:
 def make_report(experiment_id: str | None, out: Path, root=None, top_k: int = 1, seeds=(0, 1, 2),
                 protocol: str = "train_val", epochs: int | None = None, baselines=("baselines/deep_cnn.json",),
                 smoke: bool = False, data_dir=None, argv=None, jobs: int = 1, winner_files=(),
-                winner_set: dict | None = None) -> dict:
+                winner_set: dict | None = None, front: int | None = None, within_points: float = 1.0) -> dict:
     """Write the report of `experiment_id` into `out` and return its summary (what summary.json holds).
     `winner_files` (params files, e.g. an architecture search's output of experiments/nas) are retrained as winners
     after the experiment's top-k; with no experiment they are the only winners, and the report has no search section.
@@ -188,6 +189,9 @@ def make_report(experiment_id: str | None, out: Path, root=None, top_k: int = 1,
         groups[name] = retrain(params, seeds, out / "runs" / name, protocol, epochs, extra=extra, data_dir=data_dir,
                                jobs=jobs, data=data)
 
+    # the Pareto section: fronts of the search's trials, `front` of their points retrained like the winners
+    pareto = _pareto(search, out, groups, front, within_points, seeds, protocol, epochs, extra, data_dir, jobs, data,
+                     winner_set) if search else None
     summary = {name: summarise(runs) for name, runs in groups.items()}
     info = data.info
     # imbalanced classes (or a search tuned on it): balanced accuracy leads, and the comparisons are of it
@@ -258,6 +262,8 @@ def make_report(experiment_id: str | None, out: Path, root=None, top_k: int = 1,
                                                                 / 60000),
             "edge_of_space": edge_report(search["winners"].iloc[0], search["profile"]),
         })
+    if pareto:
+        result["pareto"] = pareto
     write_file(out / "summary.json", json_text(result, default=str))
     write_file(out / "report.md", render(result, groups, figures))
     return result
@@ -278,6 +284,89 @@ def _search(experiment_id: str, root, top_k: int, out: Path) -> dict:
                           f"({', '.join(f'{v} {k}' for k, v in counts.items()) or 'no trials'}); {then}")
     return {"dir": exp_dir, "profile": profile, "trials": trials, "counts": counts, "finished": finished,
             "winners": finished.head(top_k)}
+
+
+def _pareto(search: dict, out: Path, groups: dict, front_n: int | None, within_points: float, seeds, protocol: str,
+            epochs, extra: dict, data_dir, jobs: int, data, winner_set: dict) -> dict:
+    """The search's Pareto fronts (experiments/results/pareto.py): a figure per front (accuracy against latency and
+    against size), the smallest / fastest model within `within_points` of the best, and `front_n` points of the
+    latency front (the size front where trials report no latency), spread along it, retrained over the seeds under
+    the report's protocol with a 95% confidence interval each and its difference to the most accurate of them. A
+    point that is one of the report's winners reuses its runs. front_n None: 3 after a search by the multi-objective
+    ParetoTuner, 0 after any other (the fronts are shown either way)."""
+    trials = search["trials"]
+    tuner = str(((search["profile"].get("config") or {}).get("tuner") or {}).get("className") or "")
+    front_n = (3 if "ParetoTuner" in tuner else 0) if front_n is None else front_n
+    result = pareto_mod.summarise(trials, within_points)
+    done, _ = pareto_mod.candidates(trials)
+    kind = "latency" if "latency" in result["fronts"] else "size"
+    column = result["fronts"].get(kind, {}).get("column")
+    picks = pareto_mod.spread(pareto_mod.front(done, column), front_n) if column else done.iloc[0:0]
+    for name, f in result["fronts"].items():
+        f["figure"] = f"pareto_{name}.png"
+        plots.pareto_front(done, pareto_mod.front(done, f["column"]), f["column"],
+                           " ".join(pareto_mod.LABELS.get(f["column"], (f["column"], ""))[:2]), out / f["figure"],
+                           chosen=list(picks["trial_id"].astype(str)) if name == kind else [])
+    winners = {name.split("_", 1)[1]: name for name in groups if name.startswith("winner")}
+    retrained = []
+    for _, row in picks.iterrows():
+        trial_id = str(row["trial_id"])
+        name = winners.get(trial_id, f"front_{trial_id}")
+        if name not in groups:
+            print(f"[report] retraining Pareto point {trial_id} ({column.removeprefix('final_')} "
+                  f"{row[column]:.4g}, val {row['final_default']:.4f}) over seeds {list(seeds)}", file=sys.stderr)
+            params = {**read_json(Path(row["trial_dir"]) / "config.json"), **winner_set}
+            groups_runs = retrain(params, seeds, out / "runs" / name, protocol, epochs, extra=extra,
+                                  data_dir=data_dir, jobs=jobs, data=data)
+        else:
+            groups_runs = groups[name]
+        s = summarise(groups_runs)
+        mean, low, high = pareto_mod.mean_ci(s["test_accuracies"])
+        retrained.append({"trial_id": trial_id, "group": name, "val_accuracy": float(row["final_default"]),
+                          column: float(row[column]), "params": s["params"], "test_accuracies": s["test_accuracies"],
+                          "test_accuracy_mean": mean, "test_accuracy_ci95": [low, high],
+                          "diverged_seeds": s["diverged_seeds"]})
+    for point in retrained[1:]:   # the most accurate on validation comes first
+        point["minus_most_accurate"] = welch(point["test_accuracies"], retrained[0]["test_accuracies"])
+    return {**result, "front_points": front_n, "retrained_front": kind if retrained else None,
+            "retrained_column": column, "retrained": retrained, "seeds": list(seeds)}
+
+
+def _pareto_lines(p: dict | None) -> list[str]:
+    """The report's Pareto section: per front a table and its figure, the one-line answers, the retrained points."""
+    if not p:
+        return []
+    lines = ["## Accuracy against latency and size: the Pareto fronts", "",
+             f"{p['n_candidates']} finished trials are points here"
+             + (f"; {p['n_refused']} refused by a constraint before training are left out (no model to ship)"
+                if p["n_refused"] else "") + ". A trial is on a front when no other is at least as accurate and as "
+             "fast (or small) and better in one; trials with equal figures are all kept.", ""]
+    if not p["fronts"]:
+        return lines + ["No finished trial reports its size or latency: no front.", ""]
+    for kind, f in p["fronts"].items():
+        column = f["column"]
+        name, unit = pareto_mod.LABELS.get(column, (column, ""))[:2]
+        lines += [f"### Validation accuracy against {name} (`{column.removeprefix('final_')}`: {unit})", "",
+                  f"| trial | validation accuracy | {name} |", "| --- | --- | --- |"]
+        lines += [f"| {t['trial_id']} | {t['val_accuracy']:.4f} | {pareto_mod.fmt(t[column])} |" for t in f["trials"]]
+        lines += ["", pareto_mod.within_line(f["within"]), "", f"![{f['figure']}]({f['figure']})", ""]
+    if p["retrained"]:
+        column = p["retrained_column"]
+        name, unit = pareto_mod.LABELS.get(column, (column, ""))[:2]
+        lines += [f"### {len(p['retrained'])} points of the {p['retrained_front']} front retrained (seeds "
+                  f"{p['seeds']}, the winners' protocol)", "",
+                  f"| trial | validation accuracy | {name} ({unit}) | parameters | test accuracy (mean) | 95% CI | "
+                  f"runs | minus the most accurate point (95% CI) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for t in p["retrained"]:
+            low, high = t["test_accuracy_ci95"]
+            c = t.get("minus_most_accurate")
+            flag = f" (DIVERGED: seeds {t['diverged_seeds']})" if t["diverged_seeds"] else ""
+            lines.append(f"| {t['trial_id']} | {t['val_accuracy']:.4f} | {pareto_mod.fmt(t[column])} | {t['params']:,} | "
+                         f"{t['test_accuracy_mean']:.4f}{flag} | {low:.4f} to {high:.4f} | "
+                         f"{', '.join(f'{a:.4f}' for a in t['test_accuracies'])} | "
+                         f"{difference_text(c) if c else 'the reference'} |")
+        lines.append("")
+    return lines
 
 
 def edge_report(winner: pd.Series, profile: dict) -> list[str]:
@@ -404,10 +493,13 @@ def render(r: dict, groups: dict, figures: dict) -> str:
     lines += ["", "Per-run outputs (config, metrics per epoch, checkpoint, test metrics with per-class precision, "
               "recall and F1 and the confusion matrix) are under `runs/`; `runs.csv` lists every run.", ""]
     lines += _per_class_lines(r)
+    lines += _pareto_lines(r.get("pareto"))
     lines += ["## Figures", ""]
     lines += [f"![{name}]({name})" for name in figures]
     lines += ["", "## The winner as a model", "",
               "`model/` holds `model.pt2` (a `torch.export` program: raw pixel values in, probabilities out), "
+              "`model.onnx` (the same graph for onnxruntime; `model.json` gives the largest difference of their "
+              "probabilities on random images), "
               "`model_state.pt` (state dict and resolved config) and `model.json`. Classify images with torch and "
               "Pillow only: `python experiments/results/predict.py model/ image.png`"
               + (f" (any image file, of any size: read and resized to {r['image_shape'][1]}x{r['image_shape'][2]} "
@@ -436,6 +528,11 @@ def main(argv=None) -> int:
     p.add_argument("--winner-set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="config keys set on the winners (not the baselines) before retraining, e.g. width_mult=1 "
                         "after a search whose trials ran at --width_mult 0.5")
+    p.add_argument("--front", type=int, metavar="N", help="points of the search's Pareto front (accuracy against "
+                   "latency, else size) retrained over the seeds, spread along it (default: 3 after a search by the "
+                   "multi-objective ParetoTuner, 0 otherwise; the fronts are always shown)")
+    p.add_argument("--within", type=float, default=1.0, metavar="POINTS", help="the report names the smallest and the "
+                   "fastest model within POINTS percentage points of the best validation accuracy (default 1.0)")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -444,6 +541,8 @@ def main(argv=None) -> int:
         p.error(f"--seeds: {err}")
     if args.top_k < 1 or args.jobs < 1:
         p.error("--top-k and --jobs take 1 or more")
+    if (args.front is not None and args.front < 0) or args.within < 0:
+        p.error("--front and --within take 0 or more")
     if not all("=" in kv for kv in args.winner_set):
         p.error(f"--winner-set takes KEY=VALUE pairs, got {' '.join(args.winner_set)}")
     winner_set = dict(kv.split("=", 1) for kv in args.winner_set)
@@ -454,7 +553,8 @@ def main(argv=None) -> int:
     out = Path(args.out or f"reports/{args.experiment_id or Path(args.winner[0]).stem}")
     try:
         result = make_report(args.experiment_id, out, args.root, args.top_k, args.seeds, args.protocol, args.epochs,
-                             args.baseline, args.smoke, args.data_dir, argv, args.jobs, args.winner, winner_set)
+                             args.baseline, args.smoke, args.data_dir, argv, args.jobs, args.winner, winner_set,
+                             args.front, args.within)
     except (ReportError, FileNotFoundError, ConfigError, DatasetError, OutputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -103,7 +103,7 @@ def test_a_folder_becomes_a_ready_experiment(isolated_env, capsys, monkeypatch):
     assert p["search_s"] + p["retrain_s"] == pytest.approx(20 * 60)
     assert 1 <= p["trial_epochs"] <= p["retrain_epochs"] <= new.MAX_EPOCHS and p["max_trials"] >= p["concurrency"]
     assert set(plan["machine"]["rates"]) == {"airbench", "residual", "plain", "baseline_airbench_cifar10_half",
-                                             "baseline_resnet"}
+                                             "baseline_resnet", "baseline_resnet18_torchvision"}
     assert plan["classes"] == list(CLASSES) and plan["metric"] == "accuracy"
     from experiments.launch.check import check
     found = check(out / "config.yml", draws=20)
@@ -183,7 +183,7 @@ def test_a_folder_experiment_runs_to_a_report_and_predict_names_the_classes(tmp_
     summary = json.loads((report_dir / "summary.json").read_text())
     assert summary["classes"] == list(CLASSES) and summary["n_trials"] == 2
     assert set(summary["groups"]) == {f"winner1_{summary['best_trial']}", "baseline_airbench_cifar10_half",
-                                      "baseline_resnet"}
+                                      "baseline_resnet", "baseline_resnet18_torchvision"}
     assert "| circle |" in (report_dir / "report.md").read_text()
     photo = tmp_path / "photo.jpg"
     Image.fromarray(np.full((300, 200, 3), 170, np.uint8)).save(photo)

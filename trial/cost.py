@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import ConfigError, TrialConfig
+from .model import count_parameters
 
 WARMUP_RUNS = 5      # untimed forward passes first: oneDNN/cuDNN pick and cache their kernels on the first calls
 TIMED_RUNS = 20      # timed forward passes; the median is reported
@@ -99,12 +100,13 @@ def measure(model: nn.Module, shape: tuple[int, int, int], device: torch.device 
       vs 859 kB of ONNX, ResNet-20 1.12 MB vs 1.17 MB, airbench at half width 1.99 MB vs 2.01 MB).
 
     The model is copied for the timing (CPU and float32); it, its mode and the global random state are left as they
-    were. 0.01-0.35 s in all with one thread on this project's 2-core CPU for its networks at 28x28 and 32x32 (up to
-    about 3 s with two threads that other processes contend with: the timing stops after budget_s once 3 passes are
-    timed)."""
+    were. 0.01-0.35 s in all with one thread for this project's networks at 28x28 and 32x32 on the 2-core AMD EPYC VM
+    (avx2, avx512_bf16; the timing is float32, so bfloat16 plays no part), cores shared with an NNI experiment,
+    2026-12-06 (up to about 3 s with two threads that other processes contend with: the timing stops after budget_s
+    once 3 passes are timed)."""
     device = torch.device(device)
     threads = threads or torch.get_num_threads()
-    cost = {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model, shape),
+    cost = {"params": count_parameters(model), "macs": count_macs(model, shape),
             "model_bytes": state_dict_bytes(model), "latency_threads": threads}
     cpu = copy.deepcopy(model).to("cpu", torch.float32).eval()
     previous = torch.get_num_threads()

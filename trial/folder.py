@@ -27,7 +27,8 @@ class with too few images for the splits, fewer than two classes.
 Memory. The decode writes every image into one uint8 array [N, C, S, S] (N*C*S*S bytes, e.g. 737 MB for 60,000
 64x64 RGB images), saved with torch.save; a later trial maps that file (torch.load(mmap=True)) instead of reading it,
 so it "loads" in milliseconds whatever its size and concurrent trials share one copy in the page cache (reading it
-took 0.4-0.7 s per 737 MB here, each trial holding a private copy). A mapped cache alone would not let a cache
+took 0.4-0.7 s per 737 MB on the 2-core AMD EPYC VM, avx2 and avx512_bf16, each trial holding a private copy:
+results/folder-decode). A mapped cache alone would not let a cache
 larger than memory train: trial.data.prepare holds the images it trains on as float32, 4 bytes a value, so a trial
 needs about 4x the images it uses (training_memory). Hence refusals, in one line with the figures and the fix, never
 the kernel's silent OOM kill: before decoding when the uint8 images would not fit in the memory available now
@@ -278,8 +279,9 @@ def _visible(folder: Path) -> list[os.DirEntry]:
 def _walk_class(scan_: Scan, folder: Path, label: str, split: str) -> int:
     """Add the images under a class folder (subfolders included) to scan_; returns how many. Paths are strings, not
     pathlib objects: every later trial walks all the files to check its cache, and pathlib took most of that time
-    (60,000 files: 7.5 s against 1.5 s for the walk and the stats alone, on a loaded 2-core machine)."""
-    found, exts = 0, images.image_extensions()
+    (60,000 files: 7.5 s against 1.5 s for the walk and the stats alone, on the loaded 2-core AMD EPYC VM, avx2 and
+    avx512_bf16, 2026-12-06)."""
+    found = 0
     stack = [str(folder)]
     while stack:
         dirpath = stack.pop()
@@ -298,15 +300,10 @@ def _walk_class(scan_: Scan, folder: Path, label: str, split: str) -> int:
                     subdirs.append(d.path)
             elif images.is_hidden(name):
                 scan_.hidden.append(rel)
-            elif (name[name.rfind("."):].lower() if name.rfind(".") > 0 else "") not in exts:   # is_image_name
+            elif not images.is_image_name(name):
                 scan_.not_images.append(rel)
             else:
-                try:
-                    st = d.stat()
-                    stat = f"{st.st_size}:{st.st_mtime_ns}"
-                except OSError:
-                    stat = "missing"
-                scan_.entries.append(Entry(rel, label, split, d.path, stat))
+                scan_.entries.append(Entry(rel, label, split, d.path, _stat(d.path)))
                 found += 1
         stack += reversed(subdirs)   # depth first, in name order, as os.walk went
     return found

@@ -33,8 +33,10 @@ class ImageError(ValueError):
 
 
 @functools.cache
+@functools.cache
 def image_extensions() -> frozenset[str]:
-    """Lower-case file extensions of the formats Pillow can open (".png", ".jpg", ".jpeg", ".webp", ...)."""
+    """Lower-case file extensions of the formats Pillow can open (".png", ".jpg", ".jpeg", ".webp", ...). Computed
+    once: a folder's walk asks for every file, and Pillow's registry does not change once initialised."""
     Image.init()
     return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 

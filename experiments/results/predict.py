@@ -191,7 +191,7 @@ def _in_folders(paths) -> tuple[list, list[str]]:
 def predict(model_dir, paths, runtime: str = "torch") -> tuple[list[tuple[str, str, float, str]], list[str]]:
     """Classify the files, each read once, with the model `runtime` runs (see load): ((path, class, probability, note)
     per readable image, one error line per path that is not a readable image)."""
-    model, meta = load(model_dir) if runtime == "torch" else load(model_dir, runtime)
+    model, meta = load(model_dir, runtime)
     paths, errors = _in_folders(paths)
     read = []
     for path in paths:

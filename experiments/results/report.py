@@ -132,8 +132,7 @@ def make_report(experiment_id: str | None, out: Path, root=None, top_k: int = 1,
     make_dir(out)
     search = _search(experiment_id, root, top_k, out) if experiment_id else None
     # (group name, params, how it was chosen, whether it takes the first group's protocol: the files do)
-    winners = [(f"winner{rank}_{w['trial_id']}",
-                {**read_json(Path(w["trial_dir"]) / "config.json"), **winner_set},
+    winners = [(f"winner{rank}_{w['trial_id']}", trial_params(w, winner_set),
                 f"val {w['final_default']:.4f}", False) for rank, (_, w) in enumerate(search["winners"].iterrows(), 1)
                ] if search else []
     for path, params in file_winners:
@@ -286,6 +285,12 @@ def _search(experiment_id: str, root, top_k: int, out: Path) -> dict:
             "winners": finished.head(top_k)}
 
 
+def trial_params(row: pd.Series, winner_set: dict) -> dict:
+    """The config a search's trial trained with (its own config.json, not NNI's record: NNI 3.0 can mis-pair them),
+    with the report's --winner-set keys over it: what a winner or a Pareto point is retrained from."""
+    return {**read_json(Path(row["trial_dir"]) / "config.json"), **winner_set}
+
+
 def _pareto(search: dict, out: Path, groups: dict, front_n: int | None, within_points: float, seeds, protocol: str,
             epochs, extra: dict, data_dir, jobs: int, data, winner_set: dict) -> dict:
     """The search's Pareto fronts (experiments/results/pareto.py): a figure per front (accuracy against latency and
@@ -315,7 +320,7 @@ def _pareto(search: dict, out: Path, groups: dict, front_n: int | None, within_p
         if name not in groups:
             print(f"[report] retraining Pareto point {trial_id} ({column.removeprefix('final_')} "
                   f"{row[column]:.4g}, val {row['final_default']:.4f}) over seeds {list(seeds)}", file=sys.stderr)
-            params = {**read_json(Path(row["trial_dir"]) / "config.json"), **winner_set}
+            params = trial_params(row, winner_set)
             groups_runs = retrain(params, seeds, out / "runs" / name, protocol, epochs, extra=extra,
                                   data_dir=data_dir, jobs=jobs, data=data)
         else:

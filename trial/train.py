@@ -12,6 +12,7 @@ parameters, multiply-adds, batch-1 latency, size), measured before the first ste
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import io
 import json
@@ -41,6 +42,7 @@ from .inference import evaluate, infer
 from .model import build_model, count_parameters
 from .networks import AirbenchNet
 from .optim import LOSSES, OPTIMIZERS, SCHEDULES, Loss, Schedule, param_groups
+from .precision import at_chance, fallback_message
 
 Report = Callable[[dict], None]
 WHITENING_IMAGES = 5000   # training images the airbench stem's whitening is computed from (airbench94: 5000)
@@ -52,6 +54,15 @@ class TrainingDiverged(RuntimeError):
 
 class TrainingInterrupted(RuntimeError):
     """Raised between batches once SIGINT or SIGTERM has asked the run to stop (see StopRequest)."""
+
+
+class Bf16AtChance(RuntimeError):
+    """The first epoch under bfloat16 autocast ended at chance accuracy (trial/precision.py): `train` restarts the run
+    in float32 on the same `data`; `message` is the line it prints."""
+
+    def __init__(self, message: str, data: data_mod.DeviceData):
+        super().__init__(message)
+        self.data = data
 
 
 class Interrupted(KeyboardInterrupt):
@@ -223,12 +234,18 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     trained as the NaN path does (the best weights so far, or the last with keep "last"), writes final.json with
     `interrupted` (the signal's name) and says so in one line naming the folder; then raises Interrupted."""
     with StopRequest() as stop:
-        return _train(cfg, report, data, output_dir, data_dir, progress, resume_from, stop)
+        start = time.perf_counter()
+        try:
+            return _train(cfg, report, data, output_dir, data_dir, progress, resume_from, stop, start)
+        except Bf16AtChance as err:
+            print(f"[train] {err}", file=sys.stderr)
+            return _train(dataclasses.replace(cfg, amp=False), report, err.data, output_dir, data_dir, progress,
+                          resume_from, stop, start, amp_fallback=str(err))
 
 
 def _train(cfg: TrialConfig, report: Report | None, data: data_mod.DeviceData | None, output_dir: str | Path | None,
-           data_dir: str | None, progress: bool, resume_from: str | Path | None, stop: StopRequest) -> TrainResult:
-    start = time.perf_counter()
+           data_dir: str | None, progress: bool, resume_from: str | Path | None, stop: StopRequest, start: float,
+           amp_fallback: str | None = None) -> TrainResult:
     # an output folder that cannot be written is found before training, not after it
     out = start_outputs(Path(output_dir), cfg) if output_dir is not None else None
     device = pick_device(cfg.device)
@@ -288,8 +305,15 @@ def _train(cfg: TrialConfig, report: Report | None, data: data_mod.DeviceData | 
         except torch.OutOfMemoryError:
             raise out_of_memory(cfg, device, model) from None
         metrics = {"train_loss": train_loss, "lr": opt.param_groups[0]["lr"], "epoch": epoch}
-        if cfg.val_every_epoch or epoch == cfg.epochs:
-            val = validate(scored, d.val_x, d.val_y, loss, amp, cfg.tta)
+        scheduled = cfg.val_every_epoch or epoch == cfg.epochs
+        # under bfloat16 the first epoch is always scored: at chance, the run starts again in float32 before anything
+        # is reported (trial/precision.py)
+        val = validate(scored, d.val_x, d.val_y, loss, amp, cfg.tta) if scheduled or (amp and epoch == 1) else None
+        if amp and epoch == 1 and at_chance(val["accuracy"], d.val_y, len(d.info.classes)):
+            if bar is not None:
+                bar.close()
+            raise Bf16AtChance(fallback_message(val["accuracy"], d.val_y, len(d.info.classes)), d)
+        if scheduled:
             score = val[cfg.metric]   # what the tuner sees, and what keeps the best weights
             schedule.after_epoch(score)
             both = {"val_accuracy": val["accuracy"], "val_balanced_accuracy": val["balanced_accuracy"]} \
@@ -330,6 +354,7 @@ def _train(cfg: TrialConfig, report: Report | None, data: data_mod.DeviceData | 
              **cost, "train_seconds": time.perf_counter() - start,
              "startup_seconds": startup, "device": str(device), "bf16_autocast": amp, **hardware(device),
              "diverged": diverged is not None, **d.info.metrics(),
+             **({"amp_fallback": amp_fallback} if amp_fallback else {}),
              **({"metric": cfg.metric} if cfg.metric != "accuracy" else {})}   # best_val_accuracy is of this metric
     if cfg.eval_test and kept is not None and not interrupted:
         final["test_accuracy"] = evaluate(net, d.test_x, d.test_y, loss, amp, cfg.tta)["accuracy"]

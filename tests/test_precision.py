@@ -1,0 +1,97 @@
+"""bfloat16 autocast that cannot train: a first epoch at chance restarts the run in float32 (trial/precision.py).
+
+The runs below train for real on tiny data. bfloat16 autocast is forced on (`bf16_supported` answers True) so that
+the check runs on CPUs without native bfloat16 too, where autocast is emulated (slower, the same numbers).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from trial import precision
+from trial import train as train_mod
+from trial.config import resolve
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+PLAIN = {"family": "plain", "conv_layers": 2, "filters": 4, "dense_units": 8, "batch_norm": True, "epochs": 2,
+         "batch_size": 32, "eval_test": False, "threads": 1, "tta": "none", "keep": "last", "val_size": 40}
+
+
+def test_chance_is_the_majority_share_plus_a_quarter_class():
+    balanced = torch.arange(15).repeat(10)
+    assert precision.chance_accuracy(balanced, 15) == pytest.approx(1 / 15)
+    assert precision.at_chance(1 / 15, balanced, 15)
+    assert precision.at_chance(0.082, balanced, 15)           # 0.0667 + 0.9333 / 60 = 0.0822
+    assert not precision.at_chance(0.083, balanced, 15)
+    two = torch.tensor([0] * 90 + [1] * 10)                    # 90% one class: answering it is chance
+    assert precision.chance_accuracy(two, 2) == pytest.approx(0.9)
+    assert precision.at_chance(0.9125, two, 2) and not precision.at_chance(0.92, two, 2)
+    with pytest.raises(ValueError, match="empty"):
+        precision.chance_accuracy(torch.tensor([], dtype=torch.long), 3)
+
+
+def one_picture_npz(path, n=240):
+    """n images that are one picture (a diagonal ramp) apart from two pixels at +-1 grey level that number them, so
+    no two are duplicates, and two balanced classes: every network sees one image and answers one class, at chance."""
+    ramp = (np.add.outer(np.arange(16), np.arange(16)) * 7 + 10).astype(np.uint8)
+    x = np.repeat(ramp[None], n, axis=0)
+    for i in range(n):
+        x[i, 0, i % 16] += 1
+        x[i, 15, (i // 16) % 16] -= 1
+        x[i, 8, i // 256] += 1 if i >= 256 else 0
+    np.savez(path, x=x, y=np.arange(n) % 2)
+    return path
+
+
+@pytest.fixture
+def forced_bf16(monkeypatch):
+    monkeypatch.setattr(train_mod, "bf16_supported", lambda device: True)
+
+
+def test_a_bfloat16_run_at_chance_after_epoch_1_restarts_in_float32(isolated_env, tmp_path, forced_bf16, capfd):
+    data = one_picture_npz(tmp_path / "one.npz")
+    seen = []
+    result = train_mod.train(resolve({**PLAIN, "dataset": str(data)}), seen.append, output_dir=tmp_path / "run")
+    err = capfd.readouterr().err
+    assert "bfloat16 autocast off: after epoch 1 the validation accuracy" in err
+    assert "restarting in float32" in err
+    final = result.metrics
+    assert final["bf16_autocast"] is False and "at chance" in final["amp_fallback"]
+    assert result.config.amp is False
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["amp"] is False       # the parameters it trained with
+    assert json.loads((tmp_path / "run" / "final.json").read_text())["amp_fallback"] == final["amp_fallback"]
+    # the tuner saw each epoch once, from the float32 run only
+    assert [m["epoch"] for m in seen] == [1, 2]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+
+def test_a_bfloat16_run_that_learns_keeps_bfloat16(tiny_root, tmp_path, forced_bf16, capfd):
+    result = train_mod.train(resolve({**PLAIN, "dataset": "cifar10", "augment": False,
+                                                     "learning_rate": 0.05, "batch_size": 16, "filters": 8}))
+    assert "bfloat16 autocast off" not in capfd.readouterr().err
+    assert result.metrics["bf16_autocast"] is True and "amp_fallback" not in result.metrics
+    assert result.history[0]["default"] > 0.2   # tiny CIFAR-10's bands are learnt in one epoch
+
+
+def test_the_check_scores_epoch_1_even_when_validation_runs_at_the_end_only(isolated_env, tmp_path, forced_bf16,
+                                                                             capfd):
+    data = one_picture_npz(tmp_path / "one.npz")
+    seen = []
+    result = train_mod.train(resolve({**PLAIN, "dataset": str(data), "val_every_epoch": False,
+                                                "lr_schedule": "cosine"}), seen.append)
+    assert "restarting in float32" in capfd.readouterr().err
+    assert result.metrics["bf16_autocast"] is False
+    assert "default" not in seen[0] and "default" in seen[1]   # epoch 1 still reports no score
+
+
+def test_without_autocast_nothing_is_checked_or_restarted(isolated_env, tmp_path, capfd):
+    data = one_picture_npz(tmp_path / "one.npz")
+    result = train_mod.train(resolve({**PLAIN, "dataset": str(data), "amp": False}))
+    assert "bfloat16" not in capfd.readouterr().err
+    assert "amp_fallback" not in result.metrics and result.metrics["epochs_run"] == 2

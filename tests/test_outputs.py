@@ -17,14 +17,19 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from experiments.results.evaluate import load_checkpoint
+from experiments.results import export, report
+from experiments.results import retrain as retrain_mod
+from experiments.results.evaluate import export_model, load_checkpoint
 from experiments.results.retrain import finished_run
 from tests.conftest import REPO
+from tests.test_report import _fake_experiment
 from trial import adapter
 from trial import data as data_mod
 from trial.config import SMOKE, resolve
 from trial.files import OutputError, write_files
+from trial.model import build_model
 from trial.train import train
 
 
@@ -95,11 +100,12 @@ def test_a_file_where_the_output_folder_should_be_is_one_line_before_training(ti
     blocker = tmp_path / "results"
     blocker.write_text("a file, not a folder")
     monkeypatch.setattr(data_mod, "prepare", lambda *a, **k: pytest.fail("data prepared: the check came too late"))
-    with pytest.raises(OutputError, match=f"cannot create folder {blocker / 'run'}: Not a directory"):
+    line = f"cannot create folder {blocker / 'run'}: {blocker} is a file, not a folder"
+    with pytest.raises(OutputError, match=line):
         train(resolve({"dataset": "mnist", **SMOKE}), output_dir=blocker / "run")
     monkeypatch.delenv("NNI_PLATFORM", raising=False)
     assert adapter.main(["--dataset", "mnist", "--smoke", "--output-dir", str(blocker / "run")]) == 1
-    assert capsys.readouterr().err == f"error: cannot create folder {blocker / 'run'}: Not a directory\n"
+    assert capsys.readouterr().err == f"error: {line}\n"
 
 
 def test_a_read_only_output_folder_is_one_line_naming_the_path(tiny_root, tmpfs, monkeypatch, capsys):
@@ -167,3 +173,57 @@ def test_an_interrupted_trial_keeps_what_it_trained_and_says_where(tiny_root, tm
     (out / "test_metrics.json").write_text("{}")
     (out / "test_predictions.npz").write_bytes(b"")
     assert finished_run(out, json.loads((out / "config.json").read_text())) is None
+
+
+BASELINE = str(REPO / "baselines" / "simple_cnn.json")
+# the commands whose outputs come after minutes of work: each must refuse an unwritable --out before that work
+COMMANDS = {
+    "report": lambda out, nni: report.main(["--winner", BASELINE, "--baseline", BASELINE, "--smoke", "--seeds", "0",
+                                       "--out", str(out)]),
+    "retrain": lambda out, nni: retrain_mod.main([BASELINE, "--dataset", "mnist", "--smoke", "--seeds", "0",
+                                             "--out", str(out)]),
+    "export": lambda out, nni: export.main(["fake1234", "--root", str(nni), "--out", str(out / "trials.csv")]),
+}
+
+
+@pytest.fixture(params=["file-in-the-way", "read-only"])
+def unwritable(request, tmp_path):
+    """(an --out folder that cannot be written, the cause its one line must give, a check that nothing was lost):
+    a file where a folder of the path should be, or a folder on a read-only disk (a tmpfs: root ignores chmod 555)
+    holding an earlier output."""
+    if request.param == "file-in-the-way":
+        blocker = tmp_path / "results"
+        blocker.write_text("an earlier file")
+        return blocker / "out", f"{blocker} is a file, not a folder", lambda: blocker.read_text() == "an earlier file"
+    disk = request.getfixturevalue("tmpfs")("size=64k")
+    (disk / "out").mkdir()
+    (disk / "out" / "summary.json").write_text("{}")
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True, timeout=30)
+    return disk / "out", "Read-only file system", lambda: [p.name for p in (disk / "out").iterdir()] == ["summary.json"]
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_an_unwritable_out_folder_is_one_line_before_any_work(tiny_root, tmp_path, monkeypatch, capsys, unwritable,
+                                                              command):
+    """`python -m experiments.report` / `experiments.results.retrain` / `experiments.results.export` with --out where
+    nothing can be written: one line naming the path and the cause, exit 2, nothing lost, and no data prepared (the
+    retraining would come next). Before, the report and the retraining on a read-only folder prepared the data and
+    failed at the first seed's folder, and a file in the way was "Not a directory" or (export) "File exists", naming
+    neither that file nor the fix."""
+    out, cause, intact = unwritable
+    _fake_experiment(tmp_path / "nni", 9000)
+    monkeypatch.setattr(data_mod, "prepare", lambda *a, **k: pytest.fail("data prepared: the check came too late"))
+    assert COMMANDS[command](out, tmp_path / "nni") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: cannot ") and str(out) in err and cause in err, err
+    assert intact()
+
+
+def test_an_unwritable_export_folder_is_refused_before_the_export(tmp_path, monkeypatch, unwritable):
+    """evaluate.export_model (a report's model/ folder): refused before torch.export and the ONNX check run."""
+    out, cause, intact = unwritable
+    cfg = resolve({"dataset": "mnist", "filters": 8, "dense_units": 16})
+    monkeypatch.setattr(torch.export, "export", lambda *a, **k: pytest.fail("exported: the check came too late"))
+    with pytest.raises(OutputError, match=f"cannot (create|write in) folder {out}: {cause}"):
+        export_model(build_model(cfg, (1, 28, 28)), cfg, out)
+    assert intact()

@@ -95,6 +95,8 @@ def _config(tmp_path: Path, space: dict | None = None, **overrides) -> Path:
       "remove --epochs")),
     (dict(tuner={"name": "Hyperband", "classArgs": {"optimize_mode": "maximize", "R": 3, "eta": 3}},
           trialCommand="python -m trial --dataset mnist --epochs 2"), ("Hyperband's budget is the epoch count",)),
+    (dict(tuner=HYPERBAND, trialCommand="python -m trial --dataset mnist --smoke --threads 1"),
+     ("trialCommand fixes --smoke (epochs 1)", "budget is the epoch count", "remove --smoke")),
     (dict(trialCommand="python -m trial --dataset mnist --batch_size 64"),
      ("trialCommand fixes --batch_size 64, which the search space varies",)),
     (dict(trialCommand="python -m trial --dataset 'mnist --epochs 1"), ("trialCommand cannot be parsed",
@@ -109,7 +111,7 @@ def _config(tmp_path: Path, space: dict | None = None, **overrides) -> Path:
     (dict(maxExperimentDuration="30 minutes"), ("maxExperimentDuration: '30 minutes' is not a duration", "30m")),
 ], ids=["reversed-bounds", "kernel-too-wide", "unknown-key", "bad-flag", "missing-params", "tuner-args",
         "evolution-plain-dicts", "assessor-args", "nni-field", "tpe-default-minimize", "fixed-tpe-no-args",
-        "assessor-minimize", "hyperband-epochs", "builtin-hyperband-epochs", "flag-fixes-searched-key",
+        "assessor-minimize", "hyperband-epochs", "builtin-hyperband-epochs", "hyperband-smoke", "flag-fixes-searched-key",
         "unparsable-command", "anneal-default-minimize", "evolution-minimize", "pbt-checkpoints", "smac-missing",
         "concurrency-0", "duration-words"])
 def test_a_doomed_config_is_refused_with_one_line_per_problem(tmp_path, change, words):
@@ -148,6 +150,29 @@ def test_hyperband_without_a_fixed_epoch_count_passes(tmp_path):
     report = check(_config(tmp_path, tuner=HYPERBAND, trialCommand="python -m trial --dataset mnist --threads 1"),
                    draws=20)
     assert report.ok, report.problems
+
+
+def test_hyperband_budget_outranks_the_epochs_of_a_params_file_and_the_check_says_so(tmp_path, monkeypatch):
+    """`--params p.json` whose file sets epochs, under Hyperband: sampled parameters outrank a params file, so the
+    budget (TRIAL_BUDGET) wins in the trial; the check passes and says the file's count is replaced."""
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({"dataset": "mnist", "epochs": 1}))
+    report = check(_config(tmp_path, tuner=HYPERBAND, trialCommand=f"python -m trial --params {params} --threads 1"),
+                   draws=20)
+    assert report.ok, report.problems
+    assert report.notes[-1] == ("the --params file's epochs (1) is replaced in every trial by "
+                                "fixed_hyperband.FixedHyperband's budget (TRIAL_BUDGET)")
+
+    class Budget3:   # what NNI hands a trial Hyperband promoted to a budget of 3 epochs
+        params, parameter_id = {"TRIAL_BUDGET": 3}, 0
+        intermediate = final = staticmethod(lambda metrics: None)
+    from trial import adapter
+    monkeypatch.setenv("NNI_PLATFORM", "local")
+    monkeypatch.setattr(adapter, "NNIReporter", Budget3)
+    trained = []
+    assert adapter.main(["--params", str(params), "--output-dir", str(tmp_path / "run")],
+                        run=lambda cfg, *_: trained.append(cfg.epochs) or {}) == 0
+    assert trained == [3]
 
 
 @needs_field_cases
@@ -263,10 +288,30 @@ def test_dispatcher_error_reads_the_last_traceback(tmp_path):
 
 
 def test_an_experiment_that_is_not_there_is_not_healthy(tmp_path, monkeypatch):
+    """One line: the id is unknown, and where it was looked for (before, a status line "NOT running, status
+    UNKNOWN" came first, as for an experiment that exists)."""
     monkeypatch.setenv("HOME", str(tmp_path))
     proc = subprocess.run([sys.executable, "-m", "experiments.check", "--experiment", "nosuchid", "--root",
                            str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and "NOT running" in proc.stderr and "no experiment nosuchid" in proc.stderr
+    assert proc.returncode == 1 and proc.stdout == "", proc.stdout
+    assert proc.stderr == (f"error: no experiment nosuchid at {tmp_path / 'nosuchid'} (nor in nnictl's registry, "
+                           f"~/nni-experiments/.experiment): pass --root, the experimentWorkingDirectory of its "
+                           f"config\n"), proc.stderr
+
+
+@pytest.mark.parametrize("command, said", [("resume", "the experiment was not started"), ("view", "nothing to view")])
+def test_resuming_or_viewing_an_unknown_experiment_is_one_line_and_runs_no_nnictl(tmp_path, monkeypatch, capsys,
+                                                                                    command, said):
+    """`experiments.secure nnictl view UNKNOWN` ended in nnictl's AttributeError traceback; `resume` printed that it
+    was starting before saying the id was unknown. Both are now refused before nnictl runs, naming where experiments
+    were looked for (nnictl's registry, and the --experiment_dir given)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(secure, "run_nnictl", lambda *a, **k: pytest.fail("nnictl ran for an unknown experiment"))
+    assert secure.main(["nnictl", command, "nosuchid", "--port", str(free_port())]) == 2
+    assert capsys.readouterr().err == (f"error: {said}: no experiment nosuchid in this user's nnictl registry "
+                                       f"(~/nni-experiments/.experiment; `nnictl experiment list --all` lists them)\n")
+    assert secure.main(["nnictl", command, "nosuchid", "-e", str(tmp_path), "--port", str(free_port())]) == 2
+    assert f"nor under --experiment_dir {tmp_path};" in capsys.readouterr().err
 
 
 def test_only_answering_dashboard_urls_are_printed():

@@ -310,6 +310,29 @@ def test_report_flags_a_model_whose_training_diverged():
     assert "| winner1_a | 0.7450 +- 0.0071 |" in text
 
 
+def test_report_flags_a_model_that_learnt_nothing_and_seeds_that_fell_back_to_float32():
+    """Chinese MNIST: airbench's recipe under bfloat16 ended 2 of 3 seeds at chance (1/15) without a NaN, and the report
+    passed them as results. A run whose test accuracy is no better than answering the most frequent class is now
+    named as having learnt nothing; a seed that restarted in float32 (trial/precision.py) is named too."""
+    def run(seed, hits, fallback=False):   # 3 balanced classes, 10 test images each; `hits` right per class
+        cm = [[hits[c] if j == c else (10 - hits[c] if j == (c + 1) % 3 else 0) for j in range(3)] for c in range(3)]
+        final = {"params": 1000, "train_seconds": 60.0, **({"amp_fallback": "at chance"} if fallback else {})}
+        return {"seed": seed, "final": final, "config": {"dataset": "x.npz"},
+                "test": {"accuracy": sum(hits) / 30, "macro_f1": 0.5, "roc_auc_ovr": 0.9, "confusion_matrix": cm}}
+    groups = {"winner1_a": [run(0, [9, 9, 9], fallback=True), run(1, [10, 9, 8])],
+              "baseline_airbench": [run(0, [10, 0, 0]), run(1, [3, 4, 3]), run(2, [9, 10, 9])]}
+    summary = {name: summarise(runs) for name, runs in groups.items()}
+    assert summary["baseline_airbench"]["chance_seeds"] == [0, 1]       # 0.333 and 0.333: chance is 1/3 (+ 1/18)
+    assert summary["winner1_a"]["chance_seeds"] == [] and summary["winner1_a"]["float32_fallback_seeds"] == [0]
+    r = {"experiment_id": None, "winner_files": ["a.json"], "command": "python -m experiments.report", "smoke": False,
+         "dataset": "x.npz", "protocol": "train_val", "epochs": 2, "seeds": [0, 1], "groups": summary,
+         "comparisons": {"baseline_airbench": welch([0.9, 0.9], [0.33, 0.33, 0.93])}}
+    text = report.render(r, groups, {})
+    assert "**baseline_airbench learnt nothing** in seeds [0, 1]" in text
+    assert "winner1_a: seeds [0] were at chance after their first bfloat16 epoch and trained again in float32" in text
+    assert "not a comparison of trained models: baseline_airbench diverged or learnt nothing" in text
+
+
 @pytest.mark.parametrize("pairs, message", [(["width_mult"], "KEY=VALUE pairs"),
                                             (["width_mult=1", "width_mult=2"], "sets a key twice")])
 def test_winner_set_refuses_what_is_not_one_value_per_key(pairs, message, capsys):
@@ -419,6 +442,44 @@ def test_an_experiment_whose_trials_all_failed_is_one_line_saying_nothing_finish
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: experiment allfail1: nothing finished") and \
         "3 FAILED" in err and "experiments.check --experiment allfail1" in err, err
+
+
+@pytest.mark.parametrize("events, said", [
+    ([], "(no trials); wait for one, then run this again"),
+    ([("a", "WAITING")], "(1 WAITING); wait for one, then run this again"),
+    ([("a", "WAITING"), ("a", "RUNNING"), ("b", "WAITING")],
+     "(1 RUNNING, 1 WAITING); wait for one, then run this again"),
+], ids=["no-trials", "waiting", "running-and-waiting"])
+def test_a_report_on_an_experiment_with_nothing_finished_yet_is_one_line(tmp_path, monkeypatch, capsys, events,
+                                                                          said):
+    """A running experiment with no trial yet, or only trials waiting or running: one line saying so, exit 2 (no
+    KeyError, no retraining)."""
+    exp = tmp_path / "nni" / "young1"
+    db = _nni_db(exp)
+    for i, (trial, state) in enumerate(events):
+        record = json.dumps({"parameter_id": i, "parameters": {"filters": 8}})
+        db.execute("insert into TrialJobEvent values (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (1000 + i, trial, state, record, None, i, None, None))
+    db.execute("insert into ExperimentProfile values (?, 'young1', 0, 0, NULL, '', 2, 1)",
+               (json.dumps({"searchSpace": {}}),))
+    db.commit()
+    db.close()
+    monkeypatch.setattr(report, "retrain", lambda *a, **k: pytest.fail("retrained with nothing to report"))
+    assert report.main(["young1", "--root", str(tmp_path / "nni"), "--out", str(tmp_path / "report"),
+                        "--baseline", str(REPO / "baselines" / "simple_cnn.json")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: experiment young1: nothing finished, no trial has a final result {said}\n", err
+
+
+def test_a_report_on_an_unknown_experiment_is_one_line_and_makes_no_folder(tmp_path, monkeypatch, capsys):
+    """Before, the report's folder (reports/ID by default) was made, empty, before the id was found unknown."""
+    monkeypatch.setattr(report, "retrain", lambda *a, **k: pytest.fail("retrained an unknown experiment"))
+    assert report.main(["nosuchid", "--root", str(tmp_path), "--out", str(tmp_path / "report"),
+                        "--baseline", str(REPO / "baselines" / "simple_cnn.json")]) == 2
+    assert capsys.readouterr().err == (f"error: experiment 'nosuchid' not found under {tmp_path} (nor in "
+                                       f"{export.DEFAULT_ROOT / '.experiment'}); pass --root, the "
+                                       f"experimentWorkingDirectory of its config\n")
+    assert not (tmp_path / "report").exists()
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -17,6 +17,7 @@ trains by default; the load study's trial (experiments/studies/load_trial.py) pa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -199,6 +200,10 @@ def _main(argv, run: Run) -> int:
     except (DatasetError, ConfigError) as err:   # anything else is a bug: its traceback goes to the trial's log
         print(f"error: trial failed: {err}", file=sys.stderr)
         return 1
+    if final.get("amp_fallback"):   # trained in float32 after a first bfloat16 epoch at chance (trial/precision.py)
+        provenance.update(config_digest=dataclasses.replace(cfg, amp=False).digest(),
+                          amp_fallback=final["amp_fallback"])
+        write_file(out / "trial.json", json_text(provenance, default=str))
     # the trial's own record of what it trained with travels with its result (NNI 3.0 can mis-pair its record)
     final["params_digest"] = int(provenance["params_digest"], 16)
     if isinstance(provenance["parameter_id"], int):

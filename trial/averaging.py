@@ -50,7 +50,9 @@ class Lookahead:
     """airbench94's lookahead (KellerJordan/cifar10-airbench, legacy/airbench94.py, LookaheadState): every
     LOOKAHEAD_EVERY steps, the average of every floating-point tensor of the state dict moves towards the weights
     with decay decay^LOOKAHEAD_EVERY x (step / total_steps)^3, and the weights are set to the average (Zhang et al.
-    2019, "Lookahead Optimizer", with a decay that grows from 0); at the end the model takes the average."""
+    2019, "Lookahead Optimizer", with a decay that grows from 0); at the end the model takes the average. A run of
+    fewer than LOOKAHEAD_EVERY steps never averaged: its average is still the initial weights, and the model keeps
+    the weights it trained (it took the untrained ones back, silently, where the last weights are kept)."""
 
     def __init__(self, model: nn.Module, decay: float, total_steps: int):
         self.decay, self.total_steps, self.step = decay, max(1, total_steps), 0
@@ -74,7 +76,8 @@ class Lookahead:
         return model
 
     def finish(self, model: nn.Module) -> None:
-        self._pull(model, 1.0)      # the weights become the average as it stands
+        if self.step >= LOOKAHEAD_EVERY:
+            self._pull(model, 1.0)      # the weights become the average as it stands
 
     def state_dict(self) -> dict:
         return {"step": self.step, "average": self.average}

@@ -18,6 +18,7 @@ import difflib
 import json
 import os
 import secrets
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -182,8 +183,8 @@ def write_files(files: Mapping[str | Path, Content]) -> None:
     try:
         for path, content in files.items():
             path = Path(path)
+            make_dir(path.parent)
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
                 staged.append((_stage(path, content), path))
             except OSError as err:
                 raise OutputError(f"cannot write {path}: {_cause(err)}") from None
@@ -219,10 +220,26 @@ def remove_file(path: str | Path) -> None:
 
 def make_dir(path: str | Path) -> Path:
     """A folder for outputs, made with its parents if missing. Raises OutputError (a file in the way, a read-only
-    parent) naming the path and the cause."""
+    parent) naming the path and the cause: for a file in the way, that file (mkdir's own "File exists" or "Not a
+    directory" names neither it nor what to do)."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OutputError(f"cannot create folder {path}: {_cause(err)}") from None
+        blocker = next((p for p in (path, *path.parents) if p.exists()), None)
+        cause = f"{blocker} is a file, not a folder" if blocker is not None and not blocker.is_dir() else _cause(err)
+        raise OutputError(f"cannot create folder {path}: {cause}") from None
+    return path
+
+
+def writable_dir(path: str | Path) -> Path:
+    """make_dir, and a file created and removed there: a read-only folder or disk passes mkdir unnoticed. For commands
+    whose first output comes after minutes of work (a report, a retraining, an export), checked before that work.
+    Raises OutputError naming the folder and the cause."""
+    path = make_dir(path)
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise OutputError(f"cannot write in folder {path}: {_cause(err)}") from None
     return path

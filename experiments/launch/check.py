@@ -14,8 +14,9 @@ Before anything starts, it checks, with NNI's own code where NNI has it:
    key must be a trial parameter, every value one that can train); the assessor is built too (its classArgs);
 5. what would make every trial fail, or the search silently wrong: a tuner or assessor left at (or set to) an
    optimize_mode of minimize (NNI's TPE defaults to it; trials report validation accuracy); a trial command that
-   cannot be parsed, or whose flags fix what the tuner varies (a flag outranks sampled parameters: `--epochs` under
-   Hyperband/BOHB, whose budget is the epoch count); a local trial interpreter (the command's `python`, found in the
+   cannot be parsed, or whose flags fix what the tuner varies (a flag outranks sampled parameters: `--epochs`, or
+   `--smoke` and its 1 epoch, under Hyperband/BOHB, whose budget is the epoch count; a `--params` file's epochs is
+   outranked by the budget, and a note says so); a local trial interpreter (the command's `python`, found in the
    PATH trials inherit) that cannot import torch and nni; GPUs asked for where none is visible, or more than there
    are; a trialCodeDirectory, as NNI resolves it (from the YAML's own folder), without the trial package; the
    experiment working directory or nnictl's registry (~/nni-experiments) not writable; with `--port`, the port (and,
@@ -52,7 +53,7 @@ from pathlib import Path
 
 from experiments.results.export import experiment_dir
 from trial import REPO
-from trial.config import ALIASES, ConfigError, flatten_params, load_params_file, resolve
+from trial.config import ALIASES, SMOKE, ConfigError, flatten_params, load_params_file, resolve
 from trial.files import FileFormatError, read_yaml
 from trial.search_space import SearchSpaceError, load_space, sample, validate
 
@@ -291,33 +292,42 @@ def _optimize_mode_problem(spec: dict, cls: type | None, what: str) -> str | Non
     return None
 
 
-def _fixed_flag_problems(flags: dict, sets: list[dict], tuner, label: str) -> list[str]:
-    """A flag in trialCommand outranks the sampled parameters: a key the tuner varies, fixed there, is silently never
-    varied. Hyperband's and BOHB's budget is the epoch count (TRIAL_BUDGET)."""
+def _budget_tuner(tuner) -> bool:
+    """Whether the tuner (a class or an instance) is Hyperband or BOHB, whose budget is the epoch count."""
     cls = tuner if isinstance(tuner, type) else type(tuner)
-    budget = any(klass.__name__ in BUDGET_TUNERS for klass in cls.__mro__)
+    return any(klass.__name__ in BUDGET_TUNERS for klass in cls.__mro__)
+
+
+def _fixed_flag_problems(flags: dict, sets: list[dict], tuner, label: str, smoke: dict | None = None) -> list[str]:
+    """A flag in trialCommand outranks the sampled parameters: a key the tuner varies, fixed there, is silently never
+    varied. Hyperband's and BOHB's budget is the epoch count (TRIAL_BUDGET). `--smoke` fixes the keys of `smoke`
+    (trial.config.SMOKE: epochs 1 among them) as flags do, unless a flag gives them."""
+    budget = _budget_tuner(tuner)
     varied = {"epochs"} if budget else set()
     for params in sets:
         with contextlib.suppress(ConfigError, AttributeError):
             varied |= {ALIASES.get(k, k) for k in flatten_params(params)}
     problems = []
-    for flag, value in flags.items():
+    for flag, value in {**(smoke or {}), **flags}.items():
         key = ALIASES.get(flag, flag)
         if key not in varied:
             continue
+        given = f"--{flag}" if flag in flags else "--smoke"
+        fixes = f"--{flag} {value}" if flag in flags else f"--smoke ({key} {value})"
         if budget and key == "epochs":
-            problems.append(f"trialCommand fixes --{flag} {value}, but {label}'s budget is the epoch count "
+            problems.append(f"trialCommand fixes {fixes}, but {label}'s budget is the epoch count "
                             f"(TRIAL_BUDGET): a flag outranks the sampled parameters, so every trial would train "
-                            f"{value} epochs whatever its budget; remove --{flag} from trialCommand")
+                            f"{value} epochs whatever its budget; remove {given} from trialCommand")
         else:
-            problems.append(f"trialCommand fixes --{flag} {value}, which the search space varies: a flag outranks the "
-                            f"sampled parameters, so the tuner's {key} would never be used; remove it from trialCommand "
-                            f"or from the space")
+            problems.append(f"trialCommand fixes {fixes}, which the search space varies: a flag outranks the "
+                            f"sampled parameters, so the tuner's {key} would never be used; remove {given} from "
+                            f"trialCommand or {key} from the space")
     return problems
 
 
-def _trial_layers(command: str, code_dir: Path) -> tuple[dict, dict] | str:
-    """(params-file layer, flag layer) of a `python -m trial ...` command, or a problem line."""
+def _trial_layers(command: str, code_dir: Path) -> tuple[dict, dict, dict] | str:
+    """(params-file layer, flag layer, --smoke layer: trial.config.SMOKE or {}) of a `python -m trial ...` command,
+    or a problem line."""
     from trial.adapter import cli_overrides, parse_args
     words = _command_words(command)
     if isinstance(words, str):
@@ -338,7 +348,7 @@ def _trial_layers(command: str, code_dir: Path) -> tuple[dict, dict] | str:
             file_params = load_params_file(str(path))
         except (OSError, ConfigError) as err:
             return f"trialCommand --params {parsed.params}: {_one_line(err)}"
-    return file_params, cli_overrides(parsed)
+    return file_params, cli_overrides(parsed), dict(SMOKE) if parsed.smoke else {}
 
 
 def _dataset_problem(file_params: dict, flags: dict, code_dir: Path) -> str | None:
@@ -463,7 +473,7 @@ def check(config_path: str | Path, draws: int = DRAWS, port: int | None = None) 
     if isinstance(layers, str):
         report.problems.append(f"{path}: {layers}")
         return report
-    file_params, flags = layers
+    file_params, flags, smoke = layers
     line = _dataset_problem(file_params, flags, (base / raw.get("trialCodeDirectory", ".")).resolve())
     if line:
         report.problems.append(f"{path}: {line}")
@@ -490,7 +500,7 @@ def check(config_path: str | Path, draws: int = DRAWS, port: int | None = None) 
                                f"{_one_line(err)}")
         return report
     for line in [_optimize_mode_problem(tuner_spec, tuner if isinstance(tuner, type) else type(tuner), "tuner"),
-                 *_fixed_flag_problems(flags, sets, tuner, label)]:
+                 *_fixed_flag_problems(flags, sets, tuner, label, smoke)]:
         if line:
             report.problems.append(f"{path}: {line}")
     if raw.get("assessor"):
@@ -506,7 +516,7 @@ def check(config_path: str | Path, draws: int = DRAWS, port: int | None = None) 
     failures = {}
     for params in sets:
         try:
-            resolve(file_params, params, flags)
+            resolve(file_params, params, smoke, flags)   # the trial's order (trial/adapter.py)
         except ConfigError as err:
             failures.setdefault(str(err), params)
     for message, params in list(failures.items())[:5]:
@@ -515,6 +525,11 @@ def check(config_path: str | Path, draws: int = DRAWS, port: int | None = None) 
         report.problems.append(f"{path}: ... and {len(failures) - 5} more kinds of unusable parameter sets")
     if not failures:
         report.notes.append(f"{note}, each resolved into a trial config")
+    epochs = [v for k, v in file_params.items() if ALIASES.get(k, k) == "epochs"]
+    if _budget_tuner(tuner) and epochs:
+        # sampled parameters outrank a params file: the budget wins, as it should, and the file's count is unused
+        report.notes.append(f"the --params file's epochs ({epochs[0]}) is replaced in every trial by {label}'s "
+                            f"budget (TRIAL_BUDGET)")
     return report
 
 
@@ -606,8 +621,9 @@ def main(argv: list[str] | None = None) -> int:
         from .health import diagnose
         health = diagnose(args.experiment, args.root)
         state = "alive" if health.alive else "NOT running"
-        print(f"experiment {args.experiment}: {state}, status {health.status} ({health.root})",
-              file=sys.stdout if health.healthy else sys.stderr)
+        if health.found:   # an unknown id is its one problem's line alone
+            print(f"experiment {args.experiment}: {state}, status {health.status} ({health.root})",
+                  file=sys.stdout if health.healthy else sys.stderr)
         for line in health.notes:
             print(f"  {line}")
         for line in health.problems:

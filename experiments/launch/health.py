@@ -286,9 +286,11 @@ def wait_started(experiment_id: str, port: int, root: str | Path | None = None, 
 # ------------------------------------------------------------------------------------------- experiments.check --ID
 @dataclass
 class Health:
-    """What `diagnose` found: `problems` make the experiment unhealthy (one line each), `notes` describe it."""
+    """What `diagnose` found: `problems` make the experiment unhealthy (one line each), `notes` describe it; `found`
+    False: no such experiment (its one problem says where it was looked for)."""
     experiment_id: str
     root: Path
+    found: bool = True
     alive: bool = False
     status: str = "UNKNOWN"
     problems: list[str] = field(default_factory=list)
@@ -307,8 +309,10 @@ def diagnose(experiment_id: str, root: str | Path | None = None) -> Health:
     health = Health(experiment_id, folder)
     entry = registry(experiment_id)
     if not folder.is_dir():
-        health.problems.append(f"no experiment {experiment_id} at {folder} (nor in nnictl's registry): pass --root, "
-                               f"the experimentWorkingDirectory of its config")
+        health.found = False
+        health.problems.append(f"no experiment {experiment_id} at {folder} (nor in nnictl's registry, "
+                               f"~/nni-experiments/.experiment): pass --root, the experimentWorkingDirectory of its "
+                               f"config")
         return health
     pid, port = entry.get("pid"), entry.get("port")
     status = rest_status(port, experiment_id)

@@ -24,7 +24,8 @@ initialised and its tuner has sent a first trial. Then it passes nnictl's output
 addresses that answer (the dashboard answers on 127.0.0.1 only) and the hint to stop every experiment cut, and exits
 0. Otherwise it prints NNI's own error from the manager's or dispatcher's log in one line with the fix, stops the
 experiment by its id, and exits 3. nnictl's known failures (a port taken, no such config or experiment) are one line
-each, exit 2 (nothing was started).
+each, exit 2 (nothing was started); an id that nnictl's registry does not hold is refused so before nnictl runs
+(`resume`, `view`).
 """
 from __future__ import annotations
 
@@ -209,10 +210,27 @@ NNICTL_FAILURES = [
                   f"{int(m[1]) + 1} too)"),
     (re.compile(r'"(.+)" is not a valid file'), lambda m, a: f"config file {m[1]} not found"),
     (re.compile(r"'NoneType' object has no attribute 'get'|no experiments matched", re.I),
-     lambda m, a: f"no experiment {a[1] if len(a) > 1 else ''} in this user's nnictl registry "
-                  f"(~/nni-experiments/.experiment; `nnictl experiment list --all` lists them)"),
+     lambda m, a: unknown_line(a[1] if len(a) > 1 else "")),
     (re.compile(r"Create experiment failed: (.*)"), lambda m, a: health.with_fix(f"NNI's manager failed: {m[1]}")),
 ]
+
+
+def unknown_line(experiment: str, folder: str | None = None) -> str:
+    """The one line for an experiment id nnictl does not know: where it was looked for."""
+    where = f"; nor under --experiment_dir {folder}" if folder else ""
+    return (f"no experiment {experiment} in this user's nnictl registry (~/nni-experiments/.experiment{where}; "
+            f"`nnictl experiment list --all` lists them)")
+
+
+def unknown_experiment(args: list[str]) -> str | None:
+    """For `resume ID` and `view ID`: unknown_line when neither nnictl's registry nor the --experiment_dir given holds
+    the experiment, else None. Checked before nnictl runs: it would print a start or a traceback first."""
+    if len(args) < 2 or args[0] not in ("resume", "view") or health.registry(args[1]):
+        return None
+    folder = _option(args, "--experiment_dir", "-e")
+    if folder and (Path(folder).expanduser() / args[1]).is_dir():
+        return None
+    return unknown_line(args[1], folder)
 
 
 def nnictl_failure(lines: list[str], args: list[str]) -> str:
@@ -338,6 +356,11 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         print(f"pre-flight check: {'; '.join(report.notes)}", file=sys.stderr)
+    unknown = unknown_experiment(args)
+    if unknown:
+        print(f"error: {'the experiment was not started' if args[0] == 'resume' else 'nothing to view'}: {unknown}",
+              file=sys.stderr)
+        return 2
     env = nni_env(manager_ip=config_manager_ip(args))
     if args and args[0] in ("create", "resume"):
         return start(args, env, port, timeout)

@@ -19,7 +19,7 @@ from torch import nn
 
 from trial import data as data_mod
 from trial.config import TrialConfig, resolve
-from trial.files import json_text, write_files
+from trial.files import json_text, writable_dir, write_files
 from trial.folder import FolderOptions
 from trial.inference import infer
 from trial.model import build_model
@@ -99,7 +99,7 @@ def export_model(model: nn.Module, cfg: TrialConfig, out_dir: str | Path) -> Pat
     trial.files.OutputError (the path and the cause) when a file cannot be written, ImportError without onnx,
     onnxscript or onnxruntime (requirements.txt pins them)."""
     info = dataset_info(cfg)
-    out = Path(out_dir)
+    out = writable_dir(out_dir)   # before the export's work, not after it
     model = model.to("cpu").float()
     wrapped = RawPixels(model, info).eval()
     example = torch.zeros(2, *info.shape)

@@ -35,7 +35,7 @@ import pandas as pd
 from trial import data as data_mod
 from trial.config import SMOKE, ConfigError, load_params_file, normalize, resolve
 from trial.data import DatasetError
-from trial.files import OutputError, json_text, make_dir, read_json, write_file
+from trial.files import OutputError, json_text, read_json, writable_dir, write_file
 from trial.folder import IMBALANCE_FLAG
 
 from . import pareto as pareto_mod
@@ -129,7 +129,9 @@ def make_report(experiment_id: str | None, out: Path, root=None, top_k: int = 1,
         raise ConfigError(f"--winner-set: {err}") from None
     file_winners = [(path, read_params(path, "winner")) for path in winner_files]
     baseline_params = [(path, read_params(path, "baseline")) for path in baselines]
-    make_dir(out)
+    if experiment_id:
+        experiment_dir(experiment_id, root)   # an unknown id is refused before the report's folder is made
+    writable_dir(out)   # a read-only folder is refused before the retraining, not after it
     search = _search(experiment_id, root, top_k, out) if experiment_id else None
     # (group name, params, how it was chosen, whether it takes the first group's protocol: the files do)
     winners = [(f"winner{rank}_{w['trial_id']}", trial_params(w, winner_set),
@@ -490,9 +492,17 @@ def render(r: dict, groups: dict, figures: dict) -> str:
         if g.get("diverged_seeds"):
             lines.append(f"- **{name} diverged** in seeds {g['diverged_seeds']} ({g['diverged_error']}): the test "
                          "accuracy of those runs is that of a broken network, not a result of this model.")
+        if g.get("chance_seeds"):
+            lines.append(f"- **{name} learnt nothing** in seeds {g['chance_seeds']}: test accuracy at chance (no "
+                         f"better than answering the most frequent class); those runs are not a result of this model.")
+        if g.get("float32_fallback_seeds"):
+            lines.append(f"- {name}: seeds {g['float32_fallback_seeds']} were at chance after their first bfloat16 "
+                         f"epoch and trained again in float32 (trial/precision.py); their train s/run counts both.")
     for name, c in r["comparisons"].items():
-        broken = [g for g in (next(iter(r["groups"])), name) if r["groups"][g].get("diverged_seeds")]
-        caveat = f"; not a comparison of trained models: {' and '.join(broken)} diverged" if broken else ""
+        broken = [g for g in (next(iter(r["groups"])), name)
+                  if r["groups"][g].get("diverged_seeds") or r["groups"][g].get("chance_seeds")]
+        caveat = (f"; not a comparison of trained models: {' and '.join(broken)} diverged or learnt nothing in some "
+                  f"seeds" if broken else "")
         lines.append(f"- Winner minus {name}{' in balanced accuracy' if balanced else ''}: {difference_text(c)}"
                      f"{caveat}.")
     lines += ["", "Per-run outputs (config, metrics per epoch, checkpoint, test metrics with per-class precision, "
@@ -571,6 +581,8 @@ def main(argv=None) -> int:
     for name, g in result["groups"].items():
         diverged = (f"  DIVERGED in seeds {g['diverged_seeds']} ({g['diverged_error']}): not a result"
                     if g["diverged_seeds"] else "")
+        if g.get("chance_seeds"):
+            diverged += f"  LEARNT NOTHING in seeds {g['chance_seeds']} (test accuracy at chance): not a result"
         lead = (f"test balanced accuracy {g['balanced_accuracy_mean']:.4f} +- {g['balanced_accuracy_std']:.4f}, "
                 f"macro F1 {g['macro_f1_mean']:.4f}, " if result["lead_metric"] == "balanced_accuracy" else "")
         print(f"{name}: {lead}test accuracy {g['test_accuracy_mean']:.4f} +- {g['test_accuracy_std']:.4f}{diverged}")

@@ -33,8 +33,9 @@ import torch
 from trial import data as data_mod
 from trial.config import SMOKE, ConfigError, TrialConfig, load_params_file, resolve
 from trial.data import DatasetError
-from trial.files import OutputError, json_text, read_json, remove_file, write_file, write_files
+from trial.files import OutputError, json_text, read_json, remove_file, writable_dir, write_file, write_files
 from trial.folder import FolderOptions
+from trial.precision import at_chance
 from trial.train import pick_device, train
 
 from .evaluate import classification_metrics, load_checkpoint, predict_proba
@@ -216,7 +217,9 @@ def _std(values: list[float]) -> float:
 def summarise(runs: list[dict]) -> dict:
     """Test accuracy, balanced accuracy and macro F1: mean, std (ddof 1) and per seed; ROC AUC mean, parameters,
     mean training seconds, and the seeds whose training diverged (a non-finite loss: their test accuracy is that of a
-    broken network, not a result) with the harness's reason. ValueError for runs of one seed given twice (one run
+    broken network, not a result) with the harness's reason, the seeds whose test accuracy is at chance (a network
+    that learnt nothing: `learned_nothing`), and the seeds whose first bfloat16 epoch was at chance and that trained
+    again in float32 (trial/precision.py). ValueError for runs of one seed given twice (one run
     counted twice)."""
     check_seeds(r["seed"] for r in runs)
     acc = [r["test"]["accuracy"] for r in runs]
@@ -225,6 +228,7 @@ def summarise(runs: list[dict]) -> dict:
         else None
     f1 = [r["test"]["macro_f1"] for r in runs]
     diverged = [r for r in runs if r["final"].get("diverged")]
+    chance = [r["seed"] for r in runs if not r["final"].get("diverged") and learned_nothing(r["test"])]
     return {"test_accuracy_mean": float(np.mean(acc)), "test_accuracy_std": _std(acc), "test_accuracies": acc,
             **({"balanced_accuracy_mean": float(np.mean(balanced)), "balanced_accuracy_std": _std(balanced),
                 "balanced_accuracies": balanced} if balanced is not None else {}),
@@ -233,7 +237,20 @@ def summarise(runs: list[dict]) -> dict:
             "params": runs[0]["final"]["params"],
             "train_seconds_mean": float(np.mean([r["final"]["train_seconds"] for r in runs])),
             "diverged_seeds": [r["seed"] for r in diverged],
-            "diverged_error": diverged[0]["final"].get("error", "training diverged") if diverged else None}
+            "diverged_error": diverged[0]["final"].get("error", "training diverged") if diverged else None,
+            "chance_seeds": chance,
+            "float32_fallback_seeds": [r["seed"] for r in runs if r["final"].get("amp_fallback")]}
+
+
+def learned_nothing(metrics: dict) -> bool:
+    """Whether a run's test accuracy is at chance (trial.precision.at_chance on the test split's class counts, from
+    its confusion matrix): a network that learnt nothing, whose figure is not a result of its model. False where the
+    metrics carry no confusion matrix."""
+    if "confusion_matrix" not in metrics:
+        return False
+    support = torch.as_tensor(np.asarray(metrics["confusion_matrix"]).sum(1), dtype=torch.long)
+    labels = torch.repeat_interleave(torch.arange(len(support)), support)
+    return bool(labels.numel()) and at_chance(metrics["accuracy"], labels, len(support))
 
 
 def main(argv=None) -> int:
@@ -270,6 +287,7 @@ def main(argv=None) -> int:
         for note in notes:
             print(f"[retrain] on {args.dataset}: {note} (not mirror-safe)", file=sys.stderr)
     try:
+        writable_dir(args.out)   # a read-only folder is refused before the training, not after it
         runs = retrain(params, args.seeds, args.out, args.protocol, args.epochs, args.patience, extra, args.data_dir,
                        jobs=args.jobs)
     except (ConfigError, DatasetError, OutputError) as err:   # each one line: the key, the data, the path

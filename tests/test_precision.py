@@ -95,3 +95,19 @@ def test_without_autocast_nothing_is_checked_or_restarted(isolated_env, tmp_path
     result = train_mod.train(resolve({**PLAIN, "dataset": str(data), "amp": False}))
     assert "bfloat16" not in capfd.readouterr().err
     assert "amp_fallback" not in result.metrics and result.metrics["epochs_run"] == 2
+
+
+def test_a_promoted_trial_resumes_a_run_that_fell_back_in_float32(isolated_env, tmp_path, forced_bf16, capfd):
+    """Hyperband promotes a trial by resuming its saved state with a larger budget: a run that fell back to float32
+    is resumed in float32 (its state says why), not restarted in bfloat16 and made to fall back again."""
+    data, state = one_picture_npz(tmp_path / "one.npz"), tmp_path / "resume" / "state.pt"
+    first = train_mod.train(resolve({**PLAIN, "dataset": str(data), "epochs": 1}), resume_from=state)
+    assert "restarting in float32" in capfd.readouterr().err and first.metrics["amp_fallback"]
+    seen = []
+    promoted = train_mod.train(resolve({**PLAIN, "dataset": str(data), "epochs": 2}), seen.append, resume_from=state)
+    err = capfd.readouterr().err
+    assert "restarting in float32" not in err and "ignoring" not in err
+    assert promoted.metrics["bf16_autocast"] is False and promoted.metrics["amp_fallback"] == first.metrics[
+        "amp_fallback"]
+    assert promoted.metrics["resumed_from_epoch"] == 1 and promoted.config.amp is False
+    assert [(m["epoch"], m.get("resumed")) for m in seen] == [(1, 1), (2, None)]

@@ -21,8 +21,10 @@ from .config import TrialConfig, params_digest
 from .data import cache_dir
 from .optim import Schedule
 
-# Keys that change how long or where a run trains, not what it learns.
-RUN_ONLY = ("epochs", "threads", "device", "eval_test", "val_every_epoch")
+# Keys that change how long or where a run trains, not what it learns; amp (bfloat16 or float32 arithmetic) too: a run
+# whose first bfloat16 epoch was at chance trains on in float32, and its promoted trials resume it there
+# (trial/precision.py, `fallback_of`).
+RUN_ONLY = ("epochs", "threads", "device", "eval_test", "val_every_epoch", "amp")
 
 
 @dataclass
@@ -34,6 +36,7 @@ class RunState:
     best_state: dict | None = None
     best_epoch: int = 0
     stale: int = 0
+    amp_fallback: str | None = None   # why this run trains in float32 though its config asks for bfloat16
 
 
 def resume_key(cfg: TrialConfig) -> str:
@@ -46,6 +49,19 @@ def resume_path(cfg: TrialConfig, directory: str | os.PathLike | None = None) ->
     base = Path(directory or os.environ.get("CNNSEARCH_RESUME_DIR")
                 or cache_dir() / "resume" / os.environ.get("NNI_EXP_ID", "standalone"))
     return base / f"{resume_key(cfg)}.pt"
+
+
+def fallback_of(path: Path, cfg: TrialConfig) -> str | None:
+    """Why the run of `cfg` saved at `path` trains in float32 (its first bfloat16 epoch was at chance:
+    trial/precision.py), so that resuming it continues in float32; None when there is no such state, it is another
+    config's, unreadable (restore then says so), or it never fell back."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if not isinstance(saved, dict) or saved.get("key") != resume_key(cfg):
+        return None
+    return (saved.get("state") or {}).get("amp_fallback")
 
 
 def restore(path: Path, cfg: TrialConfig, model: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule,

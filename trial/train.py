@@ -235,8 +235,11 @@ def train(cfg: TrialConfig, report: Report | None = None, data: data_mod.DeviceD
     `interrupted` (the signal's name) and says so in one line naming the folder; then raises Interrupted."""
     with StopRequest() as stop:
         start = time.perf_counter()
+        # a promoted trial whose run fell back to float32 resumes it in float32
+        fallback = resume.fallback_of(Path(resume_from), cfg) if resume_from and cfg.amp else None
         try:
-            return _train(cfg, report, data, output_dir, data_dir, progress, resume_from, stop, start)
+            return _train(dataclasses.replace(cfg, amp=False) if fallback else cfg, report, data, output_dir,
+                          data_dir, progress, resume_from, stop, start, amp_fallback=fallback)
         except Bf16AtChance as err:
             print(f"[train] {err}", file=sys.stderr)
             return _train(dataclasses.replace(cfg, amp=False), report, err.data, output_dir, data_dir, progress,
@@ -282,6 +285,7 @@ def _train(cfg: TrialConfig, report: Report | None, data: data_mod.DeviceData | 
 
     state = resume.restore(Path(resume_from), cfg, model, opt, schedule, steps, average) if resume_from \
         else resume.RunState()
+    state.amp_fallback = amp_fallback   # saved with the state: a resumed run stays in float32
     transform = training_transform(cfg, d.info)
     resumed_from, diverged, diverged_epoch = len(state.history), None, 0
     for metrics in state.history:   # the curve stays whole in the dashboard

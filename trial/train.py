@@ -42,7 +42,7 @@ from .inference import evaluate, infer
 from .model import build_model, count_parameters
 from .networks import AirbenchNet
 from .optim import LOSSES, OPTIMIZERS, SCHEDULES, Loss, Schedule, param_groups
-from .precision import at_chance, fallback_message
+from .precision import at_chance, fallback_message, float32_too_message
 
 Report = Callable[[dict], None]
 WHITENING_IMAGES = 5000   # training images the airbench stem's whitening is computed from (airbench94: 5000)
@@ -286,6 +286,7 @@ def _train(cfg: TrialConfig, report: Report | None, data: data_mod.DeviceData | 
     state = resume.restore(Path(resume_from), cfg, model, opt, schedule, steps, average) if resume_from \
         else resume.RunState()
     state.amp_fallback = amp_fallback   # saved with the state: a resumed run stays in float32
+    amp_check = None
     transform = training_transform(cfg, d.info)
     resumed_from, diverged, diverged_epoch = len(state.history), None, 0
     for metrics in state.history:   # the curve stays whole in the dashboard
@@ -310,13 +311,19 @@ def _train(cfg: TrialConfig, report: Report | None, data: data_mod.DeviceData | 
             raise out_of_memory(cfg, device, model) from None
         metrics = {"train_loss": train_loss, "lr": opt.param_groups[0]["lr"], "epoch": epoch}
         scheduled = cfg.val_every_epoch or epoch == cfg.epochs
-        # under bfloat16 the first epoch is always scored: at chance, the run starts again in float32 before anything
-        # is reported (trial/precision.py)
-        val = validate(scored, d.val_x, d.val_y, loss, amp, cfg.tta) if scheduled or (amp and epoch == 1) else None
-        if amp and epoch == 1 and at_chance(val["accuracy"], d.val_y, len(d.info.classes)):
-            if bar is not None:
-                bar.close()
-            raise Bf16AtChance(fallback_message(val["accuracy"], d.val_y, len(d.info.classes)), d)
+        # the first epoch under bfloat16, and the float32 one that replaces it, are always scored (trial/precision.py)
+        checked = epoch == 1 and (amp or amp_fallback is not None)
+        val = validate(scored, d.val_x, d.val_y, loss, amp, cfg.tta) if scheduled or checked else None
+        if checked and at_chance(val["accuracy"], d.val_y, len(d.info.classes)):
+            if amp:   # at chance under bfloat16: the run starts again in float32, before anything is reported
+                if bar is not None:
+                    bar.close()
+                raise Bf16AtChance(fallback_message(val["accuracy"], d.val_y, len(d.info.classes)), d)
+            # at chance in float32 too: a slow start, not bfloat16's doing; bfloat16 trains the epochs after this one
+            amp, cfg = True, dataclasses.replace(cfg, amp=True)
+            amp_check, amp_fallback = float32_too_message(val["accuracy"]), None
+            state.amp_fallback = None
+            print(f"[train] {amp_check}", file=sys.stderr)
         if scheduled:
             score = val[cfg.metric]   # what the tuner sees, and what keeps the best weights
             schedule.after_epoch(score)
@@ -359,6 +366,7 @@ def _train(cfg: TrialConfig, report: Report | None, data: data_mod.DeviceData | 
              "startup_seconds": startup, "device": str(device), "bf16_autocast": amp, **hardware(device),
              "diverged": diverged is not None, **d.info.metrics(),
              **({"amp_fallback": amp_fallback} if amp_fallback else {}),
+             **({"amp_check": amp_check} if amp_check else {}),
              **({"metric": cfg.metric} if cfg.metric != "accuracy" else {})}   # best_val_accuracy is of this metric
     if cfg.eval_test and kept is not None and not interrupted:
         final["test_accuracy"] = evaluate(net, d.test_x, d.test_y, loss, amp, cfg.tta)["accuracy"]

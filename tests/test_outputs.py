@@ -141,7 +141,8 @@ def test_an_interrupted_trial_keeps_what_it_trained_and_says_where(tiny_root, tm
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NNI_")}
     proc = subprocess.Popen(trial_command(out, "--val_size", "128", "--epochs", "1000", "--filters", "8",
-                                          "--dense_units", "16", "--batch_size", "64", "--lr_schedule", "constant"),
+                                          "--dense_units", "16", "--batch_size", "64", "--lr_schedule", "constant",
+                                          "--patience", "0"),   # no early stop before the signal comes
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 180

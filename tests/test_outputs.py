@@ -143,7 +143,10 @@ def test_an_interrupted_trial_keeps_what_it_trained_and_says_where(tiny_root, tm
     proc = subprocess.Popen(trial_command(out, "--val_size", "128", "--epochs", "1000", "--filters", "8",
                                           "--dense_units", "16", "--batch_size", "64", "--lr_schedule", "constant",
                                           "--patience", "0"),   # no early stop before the signal comes
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a suite started as a background job (`cmd &` in a script) passes SIGINT on ignored,
+                            # and a trial rightly leaves an ignored signal alone: the child starts as a terminal's would
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 180
         while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().strip()):

@@ -25,16 +25,16 @@ PLAIN = {"family": "plain", "conv_layers": 2, "filters": 4, "dense_units": 8, "b
 
 
 def test_chance_is_the_majority_share_plus_a_quarter_class():
-    balanced = torch.arange(15).repeat(10)
-    assert precision.chance_accuracy(balanced, 15) == pytest.approx(1 / 15)
-    assert precision.at_chance(1 / 15, balanced, 15)
-    assert precision.at_chance(0.082, balanced, 15)           # 0.0667 + 0.9333 / 60 = 0.0822
-    assert not precision.at_chance(0.083, balanced, 15)
-    two = torch.tensor([0] * 90 + [1] * 10)                    # 90% one class: answering it is chance
-    assert precision.chance_accuracy(two, 2) == pytest.approx(0.9)
-    assert precision.at_chance(0.9125, two, 2) and not precision.at_chance(0.92, two, 2)
-    with pytest.raises(ValueError, match="empty"):
-        precision.chance_accuracy(torch.tensor([], dtype=torch.long), 3)
+    balanced = torch.bincount(torch.arange(15).repeat(10))
+    assert precision.chance_accuracy(balanced) == pytest.approx(1 / 15)
+    assert precision.at_chance(1 / 15, balanced)
+    assert precision.at_chance(0.082, balanced)           # 0.0667 + 0.9333 / 60 = 0.0822
+    assert not precision.at_chance(0.083, balanced)
+    two = torch.tensor([90, 10])                          # 90% one class: answering it is chance
+    assert precision.chance_accuracy(two) == pytest.approx(0.9)
+    assert precision.at_chance(0.9125, two) and not precision.at_chance(0.92, two)
+    with pytest.raises(ValueError, match="no images"):
+        precision.chance_accuracy(torch.zeros(3, dtype=torch.long))
 
 
 def one_picture_npz(path, n=240):
@@ -60,9 +60,9 @@ def bf16_epoch_at_chance(monkeypatch, forced_bf16):
     """The first epoch's check under bfloat16 answers "at chance"; every later check is the real one."""
     calls = []
 
-    def first_at_chance(accuracy, labels, num_classes):
+    def first_at_chance(accuracy, counts):
         calls.append(accuracy)
-        return len(calls) == 1 or precision.at_chance(accuracy, labels, num_classes)
+        return len(calls) == 1 or precision.at_chance(accuracy, counts)
     monkeypatch.setattr(train_mod, "at_chance", first_at_chance)
     return calls
 

@@ -7,7 +7,8 @@ black, 95% of the pixels at the background, 32x32) under airbench94's recipe tra
 accuracy (1/15) on 2 of 3 seeds, and even plain SGD at lr 0.05 learned the training batches while validation stayed at
 chance; the same runs in float32 reached 0.96 to 0.99 validation accuracy in 2 epochs (results/bf16-chance). MNIST
 shows the same narrow channels at initialisation and trains in bfloat16 all the same, so no measurement before the
-first step tells the two apart (a gradient comparison on the first batch flagged both; notes in that folder).
+first step tells the two apart (a gradient comparison on the first batch flagged both:
+`python -m experiments.studies.bf16_chance gradients`).
 
 What does tell them apart is the first validation: `at_chance` is true when the accuracy is no better than always
 answering the most frequent class, by a margin of a quarter of one class's share. `trial.train` then restarts the run
@@ -21,26 +22,28 @@ from __future__ import annotations
 import torch
 
 
-def chance_accuracy(labels: torch.Tensor, num_classes: int) -> float:
-    """The accuracy of always answering the most frequent class of `labels` (int64 [N], values in [0, num_classes)):
-    1 / num_classes for balanced labels, the majority's share otherwise. Raises ValueError for empty labels."""
-    if labels.numel() == 0:
-        raise ValueError("labels: empty, no chance level")
-    return torch.bincount(labels.flatten().cpu(), minlength=num_classes).max().item() / labels.numel()
+def chance_accuracy(counts: torch.Tensor) -> float:
+    """The accuracy of always answering the most frequent class, from the images per class `counts` (int [classes],
+    e.g. torch.bincount of the labels): 1 / classes for balanced classes, the majority's share otherwise. Raises
+    ValueError when there are no images."""
+    if counts.sum() == 0:
+        raise ValueError("counts: no images, no chance level")
+    return counts.max().item() / counts.sum().item()
 
 
-def at_chance(accuracy: float, labels: torch.Tensor, num_classes: int) -> bool:
-    """Whether `accuracy` (a fraction in [0, 1] on `labels`) is no better than chance: at most the majority class's
-    share plus a quarter of one class's share of the rest, (1 - majority) / (4 * num_classes). For 15 balanced
-    classes the bound is 0.0667 + 0.0156 = 0.082; for 2 balanced classes 0.5 + 0.0625 = 0.5625."""
-    chance = chance_accuracy(labels, num_classes)
-    return accuracy <= chance + (1 - chance) / (4 * max(num_classes, 1))
+def at_chance(accuracy: float, counts: torch.Tensor) -> bool:
+    """Whether `accuracy` (a fraction in [0, 1] on images whose per-class numbers are `counts`) is no better than
+    chance: at most the majority class's share plus a quarter of one class's share of the rest,
+    (1 - majority) / (4 * classes). For 15 balanced classes the bound is 0.0667 + 0.0156 = 0.082; for 2 balanced
+    classes 0.5 + 0.0625 = 0.5625."""
+    chance = chance_accuracy(counts)
+    return accuracy <= chance + (1 - chance) / (4 * max(len(counts), 1))
 
 
-def fallback_message(accuracy: float, labels: torch.Tensor, num_classes: int) -> str:
+def fallback_message(accuracy: float, counts: torch.Tensor) -> str:
     """The one line `trial.train` prints when it restarts a bfloat16 run in float32."""
     return (f"bfloat16 autocast off: after epoch 1 the validation accuracy {accuracy:.4f} is at chance "
-            f"({chance_accuracy(labels, num_classes):.4f}, the most frequent class's share), as where bfloat16 rounding "
+            f"({chance_accuracy(counts):.4f}, the most frequent class's share), as where bfloat16 rounding "
             f"hides what the images carry (trial/precision.py); restarting in float32 (slower; amp false starts "
             f"there)")
 

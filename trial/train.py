@@ -314,11 +314,12 @@ def _train(cfg: TrialConfig, report: Report | None, data: data_mod.DeviceData | 
         # the first epoch under bfloat16, and the float32 one that replaces it, are always scored (trial/precision.py)
         checked = epoch == 1 and (amp or amp_fallback is not None)
         val = validate(scored, d.val_x, d.val_y, loss, amp, cfg.tta) if scheduled or checked else None
-        if checked and at_chance(val["accuracy"], d.val_y, len(d.info.classes)):
+        counts = torch.bincount(d.val_y.cpu(), minlength=len(d.info.classes)) if checked else None
+        if checked and at_chance(val["accuracy"], counts):
             if amp:   # at chance under bfloat16: the run starts again in float32, before anything is reported
                 if bar is not None:
                     bar.close()
-                raise Bf16AtChance(fallback_message(val["accuracy"], d.val_y, len(d.info.classes)), d)
+                raise Bf16AtChance(fallback_message(val["accuracy"], counts), d)
             # at chance in float32 too: a slow start, not bfloat16's doing; bfloat16 trains the epochs after this one
             amp, cfg = True, dataclasses.replace(cfg, amp=True)
             amp_check, amp_fallback = float32_too_message(val["accuracy"]), None

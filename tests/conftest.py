@@ -18,6 +18,17 @@ needs_field_cases = pytest.mark.skipif(not FIELD_CASES.is_dir(), reason=f"{FIELD
 SLOW_KINDS = ("nni", "ssh", "netns", "browser")
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`-n 2`, the fast tier's command) each worker gets its share of the cores: torch's threads
+    here and OMP_NUM_THREADS for the trials it starts, so N workers do not each start a thread per core."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+        share = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
+
+
 def pytest_collection_modifyitems(items):
     """A test of a slow kind is in the slow tier: `-m "not slow"` leaves out every one of them."""
     for item in items:

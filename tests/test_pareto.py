@@ -132,15 +132,73 @@ def test_the_study_compares_two_searches_against_one_reference(tmp_path, capsys)
     # from CSVs, as experiments.results.export writes them, to a table and JSON
     TRIALS.to_csv(tmp_path / "a.csv", index=False)
     other.to_csv(tmp_path / "b.csv", index=False)
-    assert pareto_vs_tpe.main([str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--budget-ms", "2",
+    assert pareto_vs_tpe.main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--budget-ms", "2",
                                "--reference", "0.85", "6", "--out", str(tmp_path / "out.json")]) == 0
     text = capsys.readouterr().out
     assert "| pareto | 4 | 1 | 3 | 0.2725 | 0.9100 | b, 0.9050, 1.5 |" in text and "| tpe | 2 | 0 |" in text
     assert json.loads((tmp_path / "out.json").read_text())["searches"]["pareto"]["hypervolume"] == \
         pytest.approx(0.2725)
-    assert pareto_vs_tpe.main([str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), "--objective", "final_macs",
+    assert pareto_vs_tpe.main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), "--objective", "final_macs",
                                "--out", str(tmp_path / "o.json")]) == 2
     assert "no finished trial reports macs" in capsys.readouterr().err
+
+
+def test_the_study_over_seeds_pairs_each_search_with_tpe_against_one_reference(tmp_path, capsys):
+    other = table([("x", "SUCCEEDED", 0.912, 5.0, 100_000), ("y", "SUCCEEDED", 0.860, 3.0, 30_000)])
+    worse = table([("p", "SUCCEEDED", 0.890, 2.0, 1), ("q", "SUCCEEDED", 0.860, 5.0, 1)])
+    runs = pd.concat([TRIALS.assign(search="nsga2", seed=0, minutes=4.0), other.assign(search="tpe", seed=0, minutes=5.0),
+                      worse.assign(search="nsga2", seed=1, minutes=3.0), other.assign(search="tpe", seed=1, minutes=6.0)])
+    s = pareto_vs_tpe.summarise_runs(runs, budget=2.0, reference=(0.85, 6.0))
+    hv = {(r["search"], r["seed"]): r["hypervolume"] for r in s["runs"]}
+    assert hv["nsga2", 0] == pytest.approx(0.2725) and hv["tpe", 0] == pytest.approx(0.082)
+    assert hv["nsga2", 1] == pytest.approx(4.0 * 0.04)    # p (0.89, 2) dominates q (0.86, 5)
+    assert list(s["searches"]) == ["nsga2", "tpe"] and s["searches"]["nsga2"]["seeds"] == [0, 1]
+    mean, low, high = s["searches"]["nsga2"]["hypervolume_mean_ci"]
+    assert mean == pytest.approx((0.2725 + 0.16) / 2) and low < mean < high
+    d = s["paired"]["nsga2 - tpe"]
+    assert d["hypervolume"] == pytest.approx([0.2725 - 0.082, 0.16 - 0.082]) and d["hypervolume_wins"] == 2
+    # best under 2 ms: b (0.905) and p (0.89) against tpe's none (counted as the reference accuracy, 0.85)
+    assert d["best_under_budget"] == pytest.approx([0.055, 0.04])
+    assert s["searches"]["tpe"]["minutes"] == [5.0, 6.0]
+    # defaults: ONE reference and budget over every search and seed
+    auto = pareto_vs_tpe.summarise_runs(runs)
+    assert auto["reference"] == {"val_accuracy": 0.86, "final_latency_ms": 5.0}
+    # the command: from a run's folder, keeping what the run said it ran
+    (tmp_path / "trials.csv").write_text(runs.to_csv(index=False))
+    (tmp_path / "summary.json").write_text(json.dumps({"run": {"trials": 4}}))
+    assert pareto_vs_tpe.main(["summary", str(tmp_path), "--budget-ms", "2", "--reference", "0.85", "6"]) == 0
+    text = capsys.readouterr().out
+    assert "| nsga2 | 1 | 2 | 1 | 0.16 | 0.8900 | 0.8900 (p, 2) | 3.0 |" in text
+    assert "nsga2 - tpe, paired over seeds 0, 1: hypervolume 0.134" in text and "larger in 2 of 2" in text
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["run"] == {"trials": 4} and written["paired"]["nsga2 - tpe"]["hypervolume_wins"] == 2
+    assert pareto_vs_tpe.main(["summary", str(tmp_path / "nowhere")]) == 2
+    assert "takes the --out folder of a `run`" in capsys.readouterr().err
+
+
+def test_a_study_run_never_overwrites_one_and_resumes_only_what_it_lacks(tmp_path, capsys):
+    other = table([("x", "SUCCEEDED", 0.912, 5.0, 100_000), ("y", "SUCCEEDED", 0.860, 3.0, 30_000)])
+    runs = pd.concat([TRIALS.assign(search="nsga2", seed=0, minutes=4.0), other.assign(search="tpe", seed=0, minutes=5.0)])
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "trials.csv").write_text(runs.to_csv(index=False))
+    command = "python -m trial --dataset fmnist --epochs 1 --threads 1 --train_subset 5000"
+    (out / "summary.json").write_text(json.dumps({"run": {"trial_command": command, "trials": 48, "concurrency": 2,
+                                                          "population_size": 8, "seeds": [0]}}))
+    before = (out / "trials.csv").read_text()
+    argv = ["run", "--out", str(out), "--workdir", str(tmp_path / "nni"), "--seeds", "0", "--trials", "48"]
+    assert pareto_vs_tpe.main(argv + ["--flags", "--train_subset 5000"]) == 2
+    assert "holds a study already: add --resume" in capsys.readouterr().err
+    assert pareto_vs_tpe.main(argv + ["--resume", "--flags", "--train_subset 9000"]) == 2
+    assert "--train_subset 5000`, not" in capsys.readouterr().err.replace("'", "`")
+    assert pareto_vs_tpe.main(argv[:-1] + ["12", "--resume", "--flags", "--train_subset 5000"]) == 2
+    assert "trials 48, not 12" in capsys.readouterr().err
+    assert (out / "trials.csv").read_text() == before     # nothing lost on any refusal
+    # every search and seed asked for is there: nothing runs, the same study comes back
+    summary = pareto_vs_tpe.run_study(out, tmp_path / "nni", [0], 48, 1, "--train_subset 5000", resume=True)
+    assert (out / "trials.csv").read_text() == before and not (tmp_path / "nni").exists()
+    assert summary["run"]["trial_command"] == command and summary["run"]["seeds"] == [0]
+    assert summary["paired"]["nsga2 - tpe"]["seeds"] == [0]
 
 
 # ------------------------------------------------------------------------------------------ the tuner, no NNI

@@ -106,3 +106,30 @@ def test_the_report_draws_the_fronts_and_retrains_front_points(pareto_experiment
         assert f"![pareto_{name}.png](pareto_{name}.png)" in text
     if kind == "latency":
         assert "The fastest model within 5 points of the best validation accuracy" in text
+
+
+@pytest.mark.timeout(600, method="signal")
+def test_the_study_runs_both_searches_and_summarises_them(tmp_path):
+    """`pareto_vs_tpe run --smoke`: NSGA-II then TPE, each a real local experiment of 3 trials on tiny data; every trial
+    in trials.csv under its search and seed, and a summary with one reference point for both."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from trial import REPO
+    root = tiny_data.write_all(tmp_path / "data")
+    env = experiment_env(tmp_path, root, OMP_NUM_THREADS="1")
+    out = tmp_path / "study"
+    done = subprocess.run([sys.executable, "-m", "experiments.studies.pareto_vs_tpe", "run", "--smoke", "--out", str(out),
+                           "--workdir", str(tmp_path / "nni")], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=580)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = pd.read_csv(out / "trials.csv")
+    assert sorted(trials.groupby("search").size().items()) == [("nsga2", 3), ("tpe", 3)]
+    assert (trials["seed"] == 0).all() and trials["experiment_id"].nunique() == 2
+    assert trials["final_latency_ms"].notna().all() and trials["final_default"].between(0, 1).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["searches"]) == {"nsga2", "tpe"} and summary["run"]["trials"] == 3
+    assert summary["reference"]["final_latency_ms"] == pytest.approx(trials["final_latency_ms"].max())
+    assert "nsga2 - tpe, paired over seeds 0" in done.stdout

@@ -172,6 +172,7 @@ def test_the_study_over_seeds_pairs_each_search_with_tpe_against_one_reference(t
     assert "nsga2 - tpe, paired over seeds 0, 1: hypervolume 0.134" in text and "larger in 2 of 2" in text
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["run"] == {"trials": 4} and written["paired"]["nsga2 - tpe"]["hypervolume_wins"] == 2
+    assert (tmp_path / "fronts.png").read_bytes()[:4] == b"\x89PNG"
     assert pareto_vs_tpe.main(["summary", str(tmp_path / "nowhere")]) == 2
     assert "takes the --out folder of a `run`" in capsys.readouterr().err
 

@@ -241,3 +241,33 @@ def pareto_front(points: pd.DataFrame, front_rows: pd.DataFrame, column: str, la
     ax.set_title(f"Validation accuracy against {label}")
     ax.legend(loc="lower right")
     return _save(fig, path)
+
+
+def fronts_by_search(runs: dict[tuple[str, int], tuple[pd.DataFrame, pd.DataFrame]], column: str, label: str,
+                     path: Path, budget: float | None = None) -> Path:
+    """Several searches' Pareto fronts on one plane: per (search, seed) its candidate trials (faint) and its front
+    (a step line), one colour per search, one line style per seed; the budget on `column` as a dashed line."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    colours = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(name for name, _ in runs))}
+    styles = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)))
+    seeds = sorted({seed for _, seed in runs})
+    for (name, seed), (points, front_rows) in runs.items():
+        x = pd.to_numeric(points[column], errors="coerce")
+        ax.scatter(x, points["final_default"], s=8, alpha=0.25, color=colours[name])
+        fx, fy = pd.to_numeric(front_rows[column], errors="coerce"), front_rows["final_default"]
+        ax.step(fx, fy, where="post", color=colours[name], linestyle=styles[seeds.index(seed) % len(styles)],
+                alpha=0.85, label=f"{name} seed {seed}")
+        ax.scatter(fx, fy, s=18, color=colours[name], zorder=3)
+    if budget is not None:
+        ax.axvline(budget, color="k", linestyle="--", linewidth=0.8, label=f"budget {budget:.3g}")
+    everything = pd.concat([pd.to_numeric(p[column], errors="coerce") for p, _ in runs.values()])
+    if len(everything) and everything.min() > 0 and everything.max() / everything.min() > 5:
+        ax.set_xscale("log")
+        for axis_ticks in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+            axis_ticks(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel(f"{label} (lower is better)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"Fronts of validation accuracy against {label}, per search and seed")
+    ax.legend(loc="lower right", fontsize=7, ncol=2)
+    return _save(fig, path)

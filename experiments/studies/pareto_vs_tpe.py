@@ -22,6 +22,7 @@ latency of all points of all searches, stated in the output. A larger hypervolum
 corner. "Best under the budget" is the most accurate trial whose latency is at most --budget-ms (default: the median
 latency of all points, stated). With several seeds, `summary` gives per search the mean of both with Student's t 95%
 interval over seeds, and per seed the difference of each search from the last one named (TPE), with its interval.
+`fronts.png` beside the summary draws every search's front per seed, the budget marked.
 
 Equal budget means the same number of trials, the same trial command (epochs, subset, one torch thread each) and the
 same concurrency on the same machine, searches one after the other so each sees only its own trials on the cores; the
@@ -205,6 +206,19 @@ def summarise_runs(trials: pd.DataFrame, column: str = "final_latency_ms", budge
             "searches": by_search, "paired": paired}
 
 
+def draw(trials: pd.DataFrame, summary: dict, path: Path) -> Path:
+    """The study's fronts on one plane (experiments/results/plots.py): every search and seed, the budget marked."""
+    from ..results import plots
+    column = summary["objective"]
+    runs = {}
+    for (name, seed), t in trials.groupby(["search", "seed"], sort=False):
+        p = points(t, column)
+        runs[name, int(seed)] = (p, pareto.front(p, column))
+    label = {"final_latency_ms": "batch-1 CPU latency, ms", "final_params": "parameters",
+             "final_model_bytes": "exported model, bytes", "final_macs": "multiply-adds"}.get(column, column)
+    return plots.fronts_by_search(runs, column, label, path, summary["budget"][column])
+
+
 def render_summary(summary: dict) -> str:
     column, ref = summary["objective"], summary["reference"]
     name = column.removeprefix("final_")
@@ -294,6 +308,8 @@ def main(argv=None) -> int:
                                tuple(args.searches), args.concurrency, args.population, args.dataset, args.objective,
                                args.resume)
             text, path = render_summary(result), out / "summary.json"
+            if (out / "trials.csv").is_file():
+                draw(pd.read_csv(out / "trials.csv"), result, out / "fronts.png")
         elif args.command == "summary":
             trials = Path(args.run_dir) / "trials.csv"
             if not trials.is_file():
@@ -305,6 +321,7 @@ def main(argv=None) -> int:
             if before.is_file():   # what was run stays said
                 result["run"] = json.loads(before.read_text()).get("run")
             write_file(path, json_text(result))
+            draw(pd.read_csv(trials), result, path.with_name("fronts.png"))
         else:
             tables = {name: pareto.load_trials(src, args.root) for name, src in zip(args.names, args.sources)}
             result = compare(tables, args.objective, args.budget_ms,

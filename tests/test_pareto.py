@@ -93,6 +93,19 @@ def test_fronts_leave_refused_and_unfinished_trials_out():
     assert "latency" not in pareto.summarise(TRIALS.drop(columns="final_latency_ms"))["fronts"]
 
 
+def test_a_diverged_trial_is_off_the_front_and_not_called_refused():
+    # diverged trials report accuracy 0.0 with final_diverged (1 in an exported CSV, True in a fresh table)
+    trials = TRIALS.assign(final_diverged=0)
+    trials = pd.concat([trials, table([("n", "SUCCEEDED", 0.0, 0.05, 10)]).assign(final_diverged=1),
+                        table([("m", "SUCCEEDED", 0.0, 0.05, 10)]).assign(final_diverged=True)])
+    done, refused = pareto.candidates(trials)
+    assert "n" not in set(done["trial_id"]) and "m" not in set(done["trial_id"]) and refused == 1   # e only
+    assert pareto.diverged(trials) == 2 and pareto.diverged(TRIALS) == 0
+    result = pareto.summarise(trials)
+    assert result["n_refused"] == 1 and result["n_diverged"] == 2
+    assert [t["trial_id"] for t in result["fronts"]["latency"]["trials"]] == ["c", "b", "a"]
+
+
 def test_the_smallest_and_fastest_within_x_points():
     done, _ = pareto.candidates(TRIALS)
     answer = pareto.within(done, "final_latency_ms", 1.0)
@@ -168,7 +181,7 @@ def test_the_study_over_seeds_pairs_each_search_with_tpe_against_one_reference(t
     (tmp_path / "summary.json").write_text(json.dumps({"run": {"trials": 4}}))
     assert pareto_vs_tpe.main(["summary", str(tmp_path), "--budget-ms", "2", "--reference", "0.85", "6"]) == 0
     text = capsys.readouterr().out
-    assert "| nsga2 | 1 | 2 | 1 | 0.16 | 0.8900 | 0.8900 (p, 2) | 3.0 |" in text
+    assert "| nsga2 | 1 | 2 | 0 | 1 | 0.16 | 0.8900 | 0.8900 (p, 2) | 3.0 |" in text
     assert "nsga2 - tpe, paired over seeds 0, 1: hypervolume 0.134" in text and "larger in 2 of 2" in text
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["run"] == {"trials": 4} and written["paired"]["nsga2 - tpe"]["hypervolume_wins"] == 2

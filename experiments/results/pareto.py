@@ -75,16 +75,30 @@ def hypervolume_2d(points, directions, reference) -> float:
     return float(area)
 
 
+def _flag(done: pd.DataFrame, column: str) -> pd.Series:
+    """A boolean column of the final metric dict; False where a trial does not report it."""
+    if column not in done:
+        return pd.Series(False, index=done.index)
+    return done[column].map(lambda v: str(v).lower() in ("true", "1", "1.0"))
+
+
+def diverged(trials: pd.DataFrame) -> int:
+    """How many finished trials diverged (their loss went non-finite: they report accuracy 0.0 and
+    `final_diverged`; no model to ship, and left off every front)."""
+    done = trials[trials["status"] == "SUCCEEDED"] if "status" in trials else trials.iloc[0:0]
+    return int(_flag(done, "final_diverged").sum())
+
+
 def candidates(trials: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """(the finished trials that can be on a front, how many finished trials a constraint refused). A refused trial
-    says so (`final_refused`) or reports a validation accuracy of exactly 0 (no trained network scores that)."""
+    says so (`final_refused`) or reports a validation accuracy of exactly 0 (no trained network scores that) without
+    having diverged; a diverged trial (`final_diverged`, see diverged()) is left out too but not counted as refused."""
     if trials.empty or ACCURACY not in trials:
         return trials.iloc[0:0], 0
     done = trials[(trials["status"] == "SUCCEEDED") & trials[ACCURACY].notna()]
-    refused = done[ACCURACY] == 0
-    if "final_refused" in done:
-        refused |= done["final_refused"].fillna(0).astype(bool)
-    return done[~refused], int(refused.sum())
+    lost = _flag(done, "final_diverged")
+    refused = ((done[ACCURACY] == 0) & ~lost) | _flag(done, "final_refused")
+    return done[~refused & ~lost], int(refused.sum())
 
 
 def axis(trials: pd.DataFrame, kind: str) -> str | None:
@@ -163,10 +177,11 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
 
 
 def summarise(trials: pd.DataFrame, points: float = 1.0) -> dict:
-    """Both fronts of a trial table: {"n_candidates", "n_refused", "fronts": {kind: {"column", "trials": [...],
+    """Both fronts of a trial table: {"n_candidates", "n_refused", "n_diverged", "fronts": {kind: {"column", "trials": [...],
     "within": answer}}}; a kind the trials do not report is left out (latency before trials measured it)."""
     done, n_refused = candidates(trials)
-    out = {"n_candidates": int(len(done)), "n_refused": n_refused, "within_points": points, "fronts": {}}
+    out = {"n_candidates": int(len(done)), "n_refused": n_refused, "n_diverged": diverged(trials),
+           "within_points": points, "fronts": {}}
     for kind in ("latency", "size"):
         column = axis(done, kind)
         if column is None or done.empty:
@@ -198,7 +213,8 @@ def main(argv=None) -> int:
     except (FileNotFoundError, sqlite3.Error) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{result['n_candidates']} finished trials ({result['n_refused']} refused by a constraint, left out)")
+    print(f"{result['n_candidates']} finished trials ({result['n_refused']} refused by a constraint and "
+          f"{result['n_diverged']} diverged, left out)")
     for kind, f in result["fronts"].items():
         print(f"\nfront: validation accuracy against {f['column'].removeprefix('final_')}")
         for t in f["trials"]:

@@ -346,7 +346,9 @@ def _pareto_lines(p: dict | None) -> list[str]:
     lines = ["## Accuracy against latency and size: the Pareto fronts", "",
              f"{p['n_candidates']} finished trials are points here"
              + (f"; {p['n_refused']} refused by a constraint before training are left out (no model to ship)"
-                if p["n_refused"] else "") + ". A trial is on a front when no other is at least as accurate and as "
+                if p["n_refused"] else "")
+             + (f"; {p['n_diverged']} that diverged (loss non-finite) are left out" if p.get("n_diverged") else "")
+             + ". A trial is on a front when no other is at least as accurate and as "
              "fast (or small) and better in one; trials with equal figures are all kept.", ""]
     if not p["fronts"]:
         return lines + ["No finished trial reports its size or latency: no front.", ""]

@@ -94,6 +94,7 @@ def compare(tables: dict[str, pd.DataFrame], column: str = "final_latency_ms", b
         best = under.sort_values([pareto.ACCURACY, column], ascending=[False, True]).iloc[0] if len(under) else None
         out["searches"][name] = {
             "n_points": int(len(p)), "n_refused": pareto.candidates(tables[name])[1],
+            "n_diverged": pareto.diverged(tables[name]),
             "hypervolume": pareto.hypervolume_2d(xy, DIRECTIONS, reference),
             "front": [pareto.chosen_fields(r, column) for _, r in front.iterrows()],
             "best_val_accuracy": float(p[pareto.ACCURACY].max()),
@@ -228,11 +229,12 @@ def render_summary(summary: dict) -> str:
         return f"{mean:.{digits}f}" + ("" if np.isnan(low) else f" ({low:.{digits}f} to {high:.{digits}f})")
     lines = [f"Reference point: validation accuracy {ref['val_accuracy']:.4f}, {name} {ref[column]:.4g}; "
              f"budget: {name} <= {summary['budget'][column]:.4g}", "",
-             "| search | seed | points | front | hypervolume | best val accuracy | best under budget | minutes |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| search | seed | points | diverged | front | hypervolume | best val accuracy | best under budget | "
+             "minutes |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in summary["runs"]:
         b = r["best_under_budget"]
-        lines.append(f"| {r['search']} | {r['seed']} | {r['n_points']} | {len(r['front'])} | {r['hypervolume']:.4g} | "
+        lines.append(f"| {r['search']} | {r['seed']} | {r['n_points']} | {r['n_diverged']} | {len(r['front'])} | "
+                     f"{r['hypervolume']:.4g} | "
                      f"{r['best_val_accuracy']:.4f} | "
                      + (f"{b['val_accuracy']:.4f} ({b['trial_id']}, {b[column]:.3g}) | " if b else "none | ")
                      + f"{r['minutes']:.1f} |")

@@ -291,7 +291,8 @@ class ParetoTuner(Tuner):
 
 def _is_refused(metrics: dict) -> bool:
     """A trial refused by a constraint before training: it says so (`refused`), or reports a validation accuracy of
-    exactly 0 (no trained network scores 0 on a balanced split; the harness reports 0.0 for a refused one)."""
+    exactly 0 (no trained network scores 0 on a balanced split; the harness reports 0.0 for a refused one, and for a
+    run whose loss went non-finite, `diverged`: no model either, so it is infeasible too and never on the front)."""
     return bool(metrics.get(REFUSED)) or metrics.get("default") == 0
 
 

@@ -190,6 +190,18 @@ def test_the_study_over_seeds_pairs_each_search_with_tpe_against_one_reference(t
     assert "takes the --out folder of a `run`" in capsys.readouterr().err
 
 
+def test_equal_time_cuts_each_seeds_searches_at_its_quickest_search():
+    m = 60_000
+    runs = pd.DataFrame({"search": ["nsga2"] * 3 + ["tpe"] * 3 + ["nsga2", "tpe"],
+                         "seed": [0] * 6 + [1, 1], "trial_id": list("abcxyzpq"),
+                         "start_ms": [10 * m, 11 * m, 12 * m, 20 * m, 21 * m, 22 * m, 0, 0],
+                         "end_ms": [11 * m, 12 * m, 13 * m, 21 * m, 22.5 * m, 25 * m, 9 * m, 4 * m]})
+    kept = pareto_vs_tpe.equal_time(runs)
+    # seed 0: nsga2 took 3 minutes, tpe 5: tpe keeps x (1) and y (2.5), not z (5); seed 1: q took 4, p (9) is cut
+    assert list(kept["trial_id"]) == ["a", "b", "c", "x", "y", "q"]
+    assert list(kept.columns) == list(runs.columns)
+
+
 def test_a_study_run_never_overwrites_one_and_resumes_only_what_it_lacks(tmp_path, capsys):
     other = table([("x", "SUCCEEDED", 0.912, 5.0, 100_000), ("y", "SUCCEEDED", 0.860, 3.0, 30_000)])
     runs = pd.concat([TRIALS.assign(search="nsga2", seed=0, minutes=4.0), other.assign(search="tpe", seed=0, minutes=5.0)])

@@ -8,7 +8,8 @@ model each found under a stated latency budget; over several search seeds, with 
         --flags "--train_subset 5000" --out runs/pareto_vs_tpe
     python -m experiments.studies.pareto_vs_tpe run --smoke --out /tmp/pvt          # tiny data, 1 seed: for CI
     # summarise a finished run again (another budget, reference point or objective), running nothing
-    python -m experiments.studies.pareto_vs_tpe summary runs/pareto_vs_tpe [--budget-ms 1.0] [--objective final_params]
+    python -m experiments.studies.pareto_vs_tpe summary runs/pareto_vs_tpe [--budget-ms 1.0] [--objective final_params] \
+        [--equal-time] [--out runs/pareto_vs_tpe/other/summary.json]
     # two searches run some other way: experiment ids or exported trial tables
     python -m experiments.studies.pareto_vs_tpe compare PARETO_ID TPE_ID [--root DIR] [--budget-ms 2.0] \
         [--reference 0.80 10.0] [--out runs/pareto_vs_tpe.json] [--names nsga2 tpe]
@@ -22,7 +23,8 @@ latency of all points of all searches, stated in the output. A larger hypervolum
 corner. "Best under the budget" is the most accurate trial whose latency is at most --budget-ms (default: the median
 latency of all points, stated). With several seeds, `summary` gives per search the mean of both with Student's t 95%
 interval over seeds, and per seed the difference of each search from the last one named (TPE), with its interval.
-`fronts.png` beside the summary draws every search's front per seed, the budget marked.
+`--equal-time` compares at equal wall-clock instead: per seed, each search keeps the trials that ended within the
+minutes of that seed's quickest search. `fronts.png` beside the summary draws every search's front per seed, the budget marked.
 
 Equal budget means the same number of trials, the same trial command (epochs, subset, one torch thread each) and the
 same concurrency on the same machine, searches one after the other so each sees only its own trials on the cores; the
@@ -164,6 +166,18 @@ def run_study(out: Path, workdir: Path, seeds: list[int], trials: int, epochs: i
     return summarise_runs(pd.concat(rows, ignore_index=True), column) | {"run": run} if rows else {"run": run}
 
 
+def equal_time(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials of a run's trials.csv cut to equal wall-clock budgets: per seed, every search keeps the trials that
+    ended within the minutes the quickest search of that seed took (from its first trial's start to its last
+    trial's end), so a search that trains slower models is not given more time than the other."""
+    t = trials.copy()
+    start = t.groupby(["search", "seed"])["start_ms"].transform("min")
+    t["_elapsed"] = t["end_ms"] - start
+    took = t.groupby(["search", "seed"])["_elapsed"].max().groupby(level="seed").min()
+    keep = t["_elapsed"] <= t["seed"].map(took)
+    return t[keep].drop(columns="_elapsed")
+
+
 def summarise_runs(trials: pd.DataFrame, column: str = "final_latency_ms", budget: float | None = None,
                    reference: tuple[float, float] | None = None) -> dict:
     """A run's trials.csv (a `search` and a `seed` column beside the export's) -> per search and seed the compare()
@@ -285,6 +299,9 @@ def main(argv=None) -> int:
     run.add_argument("--smoke", action="store_true", help="1 seed, 3 trials a search, a tiny subset: for CI")
     summary = sub.add_parser("summary", help="summarise a finished run's trials.csv again, running nothing")
     summary.add_argument("run_dir", help="the --out directory of a run")
+    summary.add_argument("--equal-time", action="store_true",
+                         help="cut every search of a seed to the wall-clock minutes of that seed's quickest search "
+                              "(equal time instead of equal trials)")
     two = sub.add_parser("compare", help="compare two searches run some other way")
     two.add_argument("sources", nargs=2, help="two NNI experiment ids or trial CSVs: the multi-objective search first")
     two.add_argument("--names", nargs=2, default=["pareto", "tpe"], help="what to call them (default pareto tpe)")
@@ -316,14 +333,18 @@ def main(argv=None) -> int:
             trials = Path(args.run_dir) / "trials.csv"
             if not trials.is_file():
                 raise FileNotFoundError(f"{trials} not found: `summary` takes the --out folder of a `run`")
-            result = summarise_runs(pd.read_csv(trials), args.objective, args.budget_ms,
+            table = pd.read_csv(trials)
+            if args.equal_time:
+                table = equal_time(table)
+            result = summarise_runs(table, args.objective, args.budget_ms,
                                     tuple(args.reference) if args.reference else None)
+            result["equal_time"] = args.equal_time
             text, path = render_summary(result), Path(args.out or Path(args.run_dir) / "summary.json")
             before = Path(args.run_dir) / "summary.json"
             if before.is_file():   # what was run stays said
                 result["run"] = json.loads(before.read_text()).get("run")
             write_file(path, json_text(result))
-            draw(pd.read_csv(trials), result, path.with_name("fronts.png"))
+            draw(table, result, path.with_name("fronts.png"))
         else:
             tables = {name: pareto.load_trials(src, args.root) for name, src in zip(args.names, args.sources)}
             result = compare(tables, args.objective, args.budget_ms,

@@ -238,9 +238,9 @@ def render_summary(summary: dict) -> str:
     column, ref = summary["objective"], summary["reference"]
     name = column.removeprefix("final_")
 
-    def ci(triple, scale=1.0, digits=4):
+    def ci(triple, scale=1.0, spec=".4f"):
         mean, low, high = (v * scale for v in triple)
-        return f"{mean:.{digits}f}" + ("" if np.isnan(low) else f" ({low:.{digits}f} to {high:.{digits}f})")
+        return f"{mean:{spec}}" + ("" if np.isnan(low) else f" ({low:{spec}} to {high:{spec}})")
     lines = [f"Reference point: validation accuracy {ref['val_accuracy']:.4f}, {name} {ref[column]:.4g}; "
              f"budget: {name} <= {summary['budget'][column]:.4g}", "",
              "| search | seed | points | diverged | front | hypervolume | best val accuracy | best under budget | "
@@ -255,13 +255,13 @@ def render_summary(summary: dict) -> str:
     lines += ["", "| search | seeds | hypervolume, mean (95% CI) | best under budget, mean (95% CI) |",
               "| --- | --- | --- | --- |"]
     for search, s in summary["searches"].items():
-        lines.append(f"| {search} | {len(s['seeds'])} | {ci(s['hypervolume_mean_ci'])} | "
+        lines.append(f"| {search} | {len(s['seeds'])} | {ci(s['hypervolume_mean_ci'], spec='.5g')} | "
                      f"{ci(s['best_under_budget_mean_ci'])} |")
     for pair, d in summary["paired"].items():
         if d["seeds"]:
             lines.append(f"\n{pair}, paired over seeds {', '.join(map(str, d['seeds']))}: hypervolume "
-                         f"{ci(d['hypervolume_mean_ci'])} (larger in {d['hypervolume_wins']} of {len(d['seeds'])}); "
-                         f"best under budget {ci(d['best_under_budget_mean_ci'], 100, 2)} points")
+                         f"{ci(d['hypervolume_mean_ci'], spec='.4g')} (larger in {d['hypervolume_wins']} of "
+                         f"{len(d['seeds'])}); best under budget {ci(d['best_under_budget_mean_ci'], 100, '.2f')} points")
     return "\n".join(lines) + "\n"
 
 

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from trial import REPO
-from trial.files import OutputError, json_text, write_file
+from trial.files import OutputError, json_text, write_file, write_files
 
 from ..launch.local import ExperimentError
 from ..results import pareto
@@ -113,7 +113,8 @@ def run_study(out: Path, workdir: Path, seeds: list[int], trials: int, epochs: i
     part-way keeps what it finished. `resume`: go on from out/trials.csv, running only the searches and seeds it lacks
     (more seeds, or the rest of a stopped study), with the trial command it was run with. Returns the summary.
     FileExistsError when out/trials.csv exists and not `resume` (nothing is overwritten); ValueError when resuming
-    with another trial command, number of trials, concurrency or population; ExperimentError when an experiment does not start twice."""
+    with another trial command, number of trials, concurrency or population; ExperimentError when an experiment does
+    not start twice."""
     from ..launch import local
     space = json.loads((REPO / "search_spaces" / f"{dataset}.json").read_text())
     command = f"python -m trial --dataset {dataset} --epochs {epochs} --threads 1 {flags}".strip()
@@ -157,9 +158,10 @@ def run_study(out: Path, workdir: Path, seeds: list[int], trials: int, epochs: i
                                               "minutes": round(wall / 60, 2)}.items()):
                 table.insert(i, key, value)
             rows.append(table)
-            pd.concat(rows, ignore_index=True).to_csv(out / "trials.csv", index=False)
-            write_file(out / "summary.json", json_text(summarise_runs(pd.concat(rows, ignore_index=True), column)
-                                                       | {"run": run}))
+            every = pd.concat(rows, ignore_index=True)
+            # both whole or neither (trial/files.py): a study stopped mid-write keeps the searches it finished
+            write_files({out / "trials.csv": every.to_csv(index=False),
+                         out / "summary.json": json_text(summarise_runs(every, column) | {"run": run})})
             best = pd.to_numeric(table.get(pareto.ACCURACY), errors="coerce").max()
             print(f"[pareto_vs_tpe] {name} seed {seed}: {exp_id}, {len(table)} trials in {wall / 60:.1f} min, best "
                   f"validation accuracy {best:.4f}", file=sys.stderr)

@@ -95,9 +95,13 @@ def test_a_dying_worker_loses_no_trial(tmp_path):
             stack.callback(keep_worker_logs, remote, tmp_path / "worker-logs")
             stack.callback(end_workers)                          # before the folder goes
 
+            succeeded_before: set[str] = set()
+
             def victim_finished_one_and_trains_another():
                 exp.check_healthy()
                 succeeded = {t["trialJobId"] for t in exp.trials() if t["status"] == "SUCCEEDED"}
+                succeeded_before.clear()
+                succeeded_before.update(succeeded)
                 if not any(ran_on(remote).get(t) == VICTIM for t in succeeded):
                     return None
                 for trial in trial_processes(victim_pid, VICTIM, victim_port) - succeeded:
@@ -107,10 +111,11 @@ def test_a_dying_worker_loses_no_trial(tmp_path):
                 return None
             training = wait_until(victim_finished_one_and_trains_another, 300, poll=0.3,
                                   what="a finished trial on the victim worker and another one training there")
-            finals_before = {t["trialJobId"]: exp.final_and_intermediate(t["trialJobId"])[0][0]["value"]["default"]
-                             for t in exp.trials() if t["status"] == "SUCCEEDED"}
+            # killed at once: a REST round trip per finished trial first gave the trial (8 epochs of under a second)
+            # time to end before the kill (seen once in the slow tier); the finals are read after, they do not change
             killed_at_ms = time.time() * 1000
             killed = sshd.kill_host(victim_pid, VICTIM, victim_port)
+            finals_before = {t: exp.final_and_intermediate(t)[0][0]["value"]["default"] for t in succeeded_before}
             killed_trials = {e["NNI_TRIAL_JOB_ID"] for _, e in killed.values() if "NNI_TRIAL_JOB_ID" in e}
             assert training in killed_trials, f"trial {training} was not alive on {VICTIM} when it was killed: {killed}"
             # the worker died whole, NNI's daemon on it included, not just its trials

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -111,6 +112,16 @@ def run(name: str, trial_command: str, search_space: dict, tuner: dict, workdir:
     finally:
         _stop(exp)
     return exp_id, wall, load_experiment(Path(workdir) / exp_id)[1]
+
+
+def run_retrying(*args, log: str = "local", **kwargs) -> tuple[str, float, pd.DataFrame]:
+    """run(), once more when the experiment did not start (NNI gives a tuner 10 s to connect, too few on a busy CPU):
+    one stderr line `[log] <the error>; trying once more`; ExperimentError the second time. Same arguments as run."""
+    try:
+        return run(*args, **kwargs)
+    except ExperimentError as err:
+        print(f"[{log}] {err}; trying once more", file=sys.stderr)
+        return run(*args, **kwargs)
 
 
 def _stop(exp) -> None:

@@ -145,15 +145,8 @@ def run_study(out: Path, workdir: Path, seeds: list[int], trials: int, epochs: i
             tuner["class_args"]["seed"] = seed
             if name == "nsga2":   # its generation size
                 tuner["class_args"]["population_size"] = population
-            for attempt in (1, 2):
-                try:
-                    exp_id, wall, table = local.run(f"pareto-vs-tpe-{name}-{seed}", command, space, tuner, workdir,
-                                                    trials, concurrency)
-                    break
-                except ExperimentError as err:   # NNI's 10 s tuner start-up limit, on a busy machine
-                    if attempt == 2:
-                        raise
-                    print(f"[pareto_vs_tpe] {err}; trying once more", file=sys.stderr)
+            exp_id, wall, table = local.run_retrying(f"pareto-vs-tpe-{name}-{seed}", command, space, tuner, workdir,
+                                                     trials, concurrency, log="pareto_vs_tpe")
             for i, (key, value) in enumerate({"search": name, "seed": seed, "experiment_id": exp_id,
                                               "minutes": round(wall / 60, 2)}.items()):
                 table.insert(i, key, value)

@@ -85,16 +85,9 @@ def run_study(out: Path, minutes: float, repeats: int, epochs: int, flags: str, 
                 command += f" --epochs {epochs}"
             if name != "hyperband":   # NNI's Hyperband takes no seed
                 tuner.setdefault("class_args", {})["seed"] = repeat
-            for attempt in (1, 2):
-                try:
-                    exp_id, wall, table = local.run(f"efficiency-{name}-{repeat}", command, space, tuner,
-                                                    out / "nni-experiments", max_trials, 2, minutes * 60,
-                                                    spec.get("assessor"))
-                    break
-                except local.ExperimentError as err:   # NNI's 10 s tuner start-up limit, on a busy machine
-                    if attempt == 2:
-                        raise
-                    print(f"[efficiency] {err}; trying once more", file=sys.stderr)
+            exp_id, wall, table = local.run_retrying(f"efficiency-{name}-{repeat}", command, space, tuner,
+                                                     out / "nni-experiments", max_trials, 2, minutes * 60,
+                                                     spec.get("assessor"), log="efficiency")
             table.insert(0, "strategy", name)
             table.insert(1, "repeat", repeat)
             table.insert(2, "experiment_id", exp_id)

@@ -3,8 +3,8 @@ tuners we fix, and studies of the tool itself.
 
     results/   export (NNI's trials to a table), retrain (winners and baselines over seeds), evaluate (test metrics,
                model export), plots, report (one command from an experiment to a report), predict (exported models)
-    launch/    secure (nnictl with the dashboard on 127.0.0.1 only, via the loopback.js and ssh_guard.js preloads),
-               local (an experiment run to its end from Python), remote (SSH workers), workers (check, prepare),
+    launch/    secure (nnictl with the dashboard on 127.0.0.1 only, via the loopback.js, ssh_guard.js and pairing.js
+               preloads), local (an experiment run to its end from Python), remote (SSH workers), workers (check, prepare),
                check (the pre-flight, and a running experiment's health), health (is NNI's manager really running),
                new (a ready experiment for a folder of the user's images: audited, sized, written)
     tuners/    FixedTPE and FixedHyperband (NNI configs load them from here), their specs and bracket arithmetic

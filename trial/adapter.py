@@ -183,11 +183,16 @@ def _main(argv, run: Run) -> int:
                   "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                   "python": platform.python_version(), "argv": sys.argv}
     reported = out / "final_reported.json"
-    if reporter and _already_reported(reported, provenance["params_digest"]):
-        # NNI re-runs a trial whose end it did not record (its manager was killed after the result arrived, then the
-        # experiment was resumed): the result is in its database once already; a second run would record it twice
-        print(f"[trial] {reported} says this trial's final result was reported already; not training it again",
-              file=sys.stderr)
+    earlier = _reported_by(reported, provenance["trial_id"]) if reporter else None
+    if earlier is not None:
+        # NNI re-runs a trial whose end it did not record (its manager was stopped or killed after the result
+        # arrived, then the experiment was resumed): the result is in its database once already. A second run would
+        # record a second result and overwrite this folder's record, also when NNI now sends other parameters (its
+        # record of the trial mis-paired: experiments/launch/pairing.js)
+        other = "" if earlier.get("params_digest") == provenance["params_digest"] else (
+            f"; NNI now sends parameters {provenance['params_digest']}, it trained {earlier.get('params_digest')}")
+        print(f"[trial] {reported} says trial {provenance['trial_id']} reported its final result already{other}; "
+              "not training it again", file=sys.stderr)
         return 0
     write_file(out / "trial.json", json_text(provenance, default=str))
     try:
@@ -215,11 +220,14 @@ def _main(argv, run: Run) -> int:
     return 0
 
 
-def _already_reported(marker: Path, digest: str) -> bool:
+def _reported_by(marker: Path, trial_id: str | None) -> dict | None:
+    """The marker a run of NNI trial `trial_id` wrote after its final result went to NNI, or None (no such run, or
+    another trial's marker: an --output-dir shared by trials)."""
     try:
-        return json.loads(marker.read_text()).get("params_digest") == digest
-    except (OSError, ValueError, AttributeError):
-        return False
+        record = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if trial_id and isinstance(record, dict) and record.get("trial_id") == trial_id else None
 
 
 def summary(cfg: TrialConfig, final: dict, out: Path) -> str:

@@ -1,5 +1,7 @@
 """Start NNI with its dashboard and REST API on 127.0.0.1 only: the environment that loads launch/loopback.js
-(a Node preload) into NNI's manager, and a thin nnictl wrapper that uses it.
+(a Node preload) into NNI's manager, with ssh_guard.js (a dead SSH worker does not kill the manager) and pairing.js
+(each trial gets the parameters NNI records for it; parameter ids stay unique across `nnictl resume`), and a thin
+nnictl wrapper that uses it.
 
     python -m experiments.secure nnictl create --config nni_configs/fmnist.yml --port 8080   # any nnictl command
     python -m experiments.secure nnictl resume EXPERIMENT_ID --port 8080
@@ -51,11 +53,13 @@ PRELOAD = Path(__file__).resolve().with_name("loopback.js")
 TRIAL_IP = "CNNSEARCH_NNI_TRIAL_IP"     # read by loopback.js: where remote trials may connect (nniManagerIp)
 # a remote worker whose SSH connection is reset must not kill the manager (NNI 3.0 leaves ssh2's 'error' unhandled)
 SSH_GUARD = Path(__file__).resolve().with_name("ssh_guard.js")
+# each trial gets the parameters NNI records for it, and parameter ids stay unique across `nnictl resume`
+PAIRING = Path(__file__).resolve().with_name("pairing.js")
 
 
 def node_options(existing: str = "") -> str:
     """NODE_OPTIONS with the preloads added once (double quotes: NODE_OPTIONS' own quoting, for paths with spaces)."""
-    for preload in (PRELOAD, SSH_GUARD):
+    for preload in (PRELOAD, SSH_GUARD, PAIRING):
         option = f'--require "{preload}"'
         existing = existing if option in existing else f"{existing} {option}".strip()
     return existing

@@ -1,7 +1,8 @@
 """The experiment as a whole, for real: two experiments on one machine at once (same cache, same nnictl registry), one
 stopped cleanly, the other's NNI manager killed with SIGKILL; the finished trials' results are read back from each
 database right away, both are resumed with `nnictl resume` through our secure starter (loopback only), and both run
-to their trial count with no trial duplicated or lost and nothing mixed between them.
+to their trial count with no trial duplicated or lost, no parameter set trained twice (the shipped random search's
+ResumableRandom) and nothing mixed between them.
 
     .venv/bin/pytest tests/test_experiment_resume.py -q
 """
@@ -88,6 +89,8 @@ def test_two_experiments_stopped_killed_and_resumed(tmp_path):
         after = dict(zip(table["trial_id"], table["final_default"]))
         assert all(after[t] == v for t, v in before[name].items()), name           # nothing lost, nothing changed
         assert table["final_digest_ok"].dropna().all(), name                       # each result is its own
+        digests = [json.loads((Path(d) / "trial.json").read_text())["params_digest"] for d in table["trial_dir"].dropna()]
+        assert len(set(digests)) == len(digests), (name, digests)   # the resumed search drew no set a second time
         dirs[name] = {str(Path(d).resolve()) for d in table["trial_dir"].dropna()}
         assert all(d.startswith(str(exp["root"])) for d in dirs[name]), name
     assert not dirs["clean"] & dirs["killed"]

@@ -258,6 +258,66 @@ def test_fixed_tpe_accepts_a_result_after_a_mispaired_trial_end():
     assert len(history) == 2 and all(sorted(r.loss for r in h) == [-0.7, -0.5] for h in history)  # both learnt
 
 
+def _nni_database(experiment: Path, parameter_sets: list[dict]) -> None:
+    """A TrialJobEvent table as NNI 3.0 writes it (core/sqlDatabase.js), one RUNNING record per parameter set."""
+    import json
+    import sqlite3
+
+    (experiment / "db").mkdir(parents=True)
+    (experiment / "checkpoint").mkdir()
+    with sqlite3.connect(experiment / "db" / "nni.sqlite") as conn:
+        conn.execute("create table TrialJobEvent (timestamp integer, trialJobId text, event text, data text, "
+                     "logPath text, sequenceId integer, message text)")
+        for i, params in enumerate(parameter_sets):
+            record = {"parameter_id": i, "parameter_source": "algorithm", "parameters": params, "parameter_index": 0}
+            conn.execute("insert into TrialJobEvent values (?, ?, 'RUNNING', ?, null, ?, null)",
+                         (i, f"T{i}", json.dumps(record), i))
+            conn.execute("insert into TrialJobEvent values (?, ?, 'SUCCEEDED', '', null, ?, null)", (i, f"T{i}", i))
+
+
+def test_resumable_random_goes_on_after_a_resume_where_nni_random_draws_the_same_sets_again(tmp_path, monkeypatch):
+    """A seeded search, stopped after three submitted trials and resumed: NNI's Random draws the first set again;
+    ResumableRandom reads the three from NNI's database and draws the fourth and fifth, as one run without the
+    stop would."""
+    from nni.algorithms.hpo.random_tuner import RandomTuner
+
+    from experiments.tuners.resumable_random import ResumableRandom, parameters_key
+
+    space = load_space(REPO / "search_spaces" / "mnist_random.json")
+
+    def tuner(cls):
+        t = cls(seed=0)
+        t.update_search_space(space)
+        return t
+
+    one_run = tuner(ResumableRandom)
+    draws = [one_run.generate_parameters(i) for i in range(5)]
+    assert len({parameters_key(p) for p in draws}) == 5
+    _nni_database(tmp_path / "exp", draws[:3])
+    monkeypatch.setenv("NNI_CHECKPOINT_DIRECTORY", str(tmp_path / "exp" / "checkpoint"))
+
+    assert parameters_key(tuner(RandomTuner).generate_parameters(3)) == parameters_key(draws[0])
+    resumed = tuner(ResumableRandom)
+    resumed.load_checkpoint()
+    assert [parameters_key(resumed.generate_parameters(i)) for i in (3, 4)] == [parameters_key(p) for p in draws[3:]]
+    # a result NNI passes later (import_data, e.g. the re-run trial's) counts too
+    again = tuner(ResumableRandom)
+    again.import_data([{"parameter": draws[0], "value": 0.5}])
+    assert parameters_key(again.generate_parameters(0)) == parameters_key(draws[1])
+
+
+def test_resumable_random_says_when_a_small_space_is_exhausted():
+    import nni
+
+    from experiments.tuners.resumable_random import ResumableRandom
+
+    t = ResumableRandom(seed=0)
+    t.update_search_space({"filters": {"_type": "choice", "_value": [8, 16]}})
+    assert sorted(t.generate_parameters(i)["filters"] for i in range(2)) == [8, 16]
+    with pytest.raises(nni.NoMoreTrialError):
+        t.generate_parameters(2)
+
+
 def test_fixed_hyperband_compares_string_ids():
     """The fix itself, on the methods NNI calls (no dispatcher needed)."""
     from experiments.tuners.fixed_hyperband import FixedHyperband, serial_number

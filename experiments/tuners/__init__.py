@@ -1,7 +1,8 @@
 """The tuners NNI 3.0 needs fixed, and how experiments name them.
 
 `fixed_tpe.FixedTPE` and `fixed_hyperband.FixedHyperband` are NNI's TPE and Hyperband with the NNI 3.0 bugs our
-searches hit worked around (each module says which). NNI loads them as customized tuners from this folder; in an
+searches hit worked around, `resumable_random.ResumableRandom` NNI's Random that does not draw its sets again after
+`nnictl resume` (each module says why). NNI loads them as customized tuners from this folder; in an
 experiment YAML (paths relative to the YAML, here one in nni_configs/):
 
     tuner:

@@ -86,6 +86,27 @@ def test_a_smoke_run_of_four_steps_trains(tiny_root, name):
     assert math.isfinite(result.history[0]["train_loss"])
 
 
+def test_a_divergence_names_the_epochs_peak_learning_rate_not_the_last():
+    """Seen in a study: one-cycle runs that went to NaN said "at learning rate 0" (the rate the schedule ends the epoch
+    at); the divergence is checked once an epoch, so the message gives the epoch's largest rate. Here a cosine
+    schedule from 0.5 to 0 over the epoch's 8 steps, and a loss that goes to NaN at the third step."""
+    from trial.optim import Schedule
+    from trial.train import TrainingDiverged, train_epoch
+    net = nn.Linear(4, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    schedule = Schedule(torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=8, eta_min=0.0), per_batch=True)
+    steps = []
+
+    def loss(out, y):
+        steps.append(1)
+        value = nn.functional.cross_entropy(out, y)
+        return value * float("nan") if len(steps) == 3 else value
+    batches = [(torch.randn(4, 4), torch.tensor([0, 1, 0, 1])) for _ in range(8)]
+    with pytest.raises(TrainingDiverged, match=r"training loss became nan with the learning rate up to 0\.5 in"):
+        train_epoch(net, opt, schedule, loss, iter(batches))
+    assert opt.param_groups[0]["lr"] < 1e-6     # what the old message named
+
+
 AVERAGES = {"none": {}, "ema": {"ema_decay": 0.9}, "lookahead": {"ema_decay": 0.95, "lookahead": True}}
 
 

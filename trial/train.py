@@ -49,7 +49,7 @@ WHITENING_IMAGES = 5000   # training images the airbench stem's whitening is com
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite; the message names the loss and the learning rate."""
+    """The training loss became NaN or infinite; the message names the loss and the epoch's peak learning rate."""
 
 
 class TrainingInterrupted(RuntimeError):
@@ -172,7 +172,7 @@ def train_epoch(net: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule, 
     once per epoch: a check per batch would wait for the GPU at every step), TrainingInterrupted before a batch once
     `stop` has noted a signal."""
     net.train()
-    total, seen = None, 0
+    total, seen, peak_lr = None, 0, 0.0
     for x, y in epoch_batches:
         if stop is not None and stop.signum is not None:
             raise TrainingInterrupted
@@ -181,6 +181,7 @@ def train_epoch(net: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule, 
         opt.zero_grad(set_to_none=True)
         batch_loss.backward()
         opt.step()
+        peak_lr = max(peak_lr, opt.param_groups[0]["lr"])   # the rate the steps took, before the schedule moves it
         schedule.after_batch()
         if average is not None:
             average.update(net)
@@ -190,7 +191,8 @@ def train_epoch(net: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule, 
             progress.update(len(y))
     mean = float(total) / seen
     if not math.isfinite(mean):
-        raise TrainingDiverged(f"training loss became {mean} at learning rate {opt.param_groups[0]['lr']:.3g}")
+        # the epoch's peak rate, not the last: a one-cycle schedule ends an epoch near 0, which caused nothing
+        raise TrainingDiverged(f"training loss became {mean} with the learning rate up to {peak_lr:.3g} in the epoch")
     return mean
 
 

@@ -106,6 +106,19 @@ def test_mirror_tta_averages_the_two_views():
     torch.testing.assert_close(infer(LeftColumn(), x, tta="mirror"), expected)
 
 
+def test_translate_tta_averages_the_image_and_its_two_shifts_without_a_mirror():
+    class Pixel(nn.Module):          # the pixel at row 5, column 7: which view moved it where is plain to see
+        def forward(self, x):
+            return x[:, :, 5, 7]
+    x = torch.randn(3, 1, 28, 28)
+    # shifted up-left, output pixel (5, 7) is input (4, 6); down-right it is (6, 8)
+    expected = 0.5 * (x[:, :, 5, 7] + 0.5 * (x[:, :, 4, 6] + x[:, :, 6, 8]))
+    torch.testing.assert_close(infer(Pixel(), x, tta="translate"), expected)
+    mirrored = x.flip(-1)[:, :, 5, 7]
+    assert not torch.allclose(infer(Pixel(), x, tta="translate"), 0.5 * (expected + mirrored))
+    resolve({"dataset": "mnist", "tta": "translate"})    # no mirror: allowed for digits, unlike mirror_translate
+
+
 def test_warmup_linear_schedule_follows_its_three_points():
     cfg = resolve({"optimizer": "sgd", "learning_rate": 2.0, "lr_schedule": "warmup_linear", "warmup_fraction": 0.25,
                    "lr_start_factor": 0.2, "lr_end_factor": 0.05})

@@ -30,7 +30,7 @@ def checkpoint(tiny_root, tmp_path):
 def test_every_mode_from_the_same_weights(checkpoint, torch_one_thread):
     run, model = checkpoint
     r = tta.score(run, limit=50)
-    assert r["test_images"] == 50 and list(r["accuracy"]) == ["none", "mirror", "mirror_translate"]
+    assert r["test_images"] == 50 and list(r["accuracy"]) == ["none", "mirror", "mirror_translate", "translate"]
     d = data_mod.prepare("fmnist", 64, 0, torch.device("cpu"))
     x, y = d.test_x[:50], d.test_y[:50]
     with torch.no_grad():

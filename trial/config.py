@@ -147,7 +147,8 @@ class TrialConfig:
     lookahead: bool = False           # with ema_decay: airbench94's lookahead instead (every 5 steps the weights move
                                       # to their average, whose decay grows as (step / total)^3; trial/averaging.py)
     tta: str = "none"                 # test-time augmentation of validation and test: "mirror" (average with the
-                                      # flipped image), "mirror_translate" (airbench94's level 2), "none"
+                                      # flipped image), "mirror_translate" (airbench94's level 2), "translate" (level
+                                      # 2 without the mirror: for digits and text), "none"
     patience: int = 0                 # early stopping: epochs without improvement (0 = off); best weights restored
     keep: str = "best"                # weights at the end: "best" validation epoch, or "last" (training on train+val)
     val_every_epoch: bool = True      # score validation after every epoch (the tuner's per-epoch metric, early

@@ -2,7 +2,8 @@
 
 Validation during training, the test score at the end, retraining and the report's evaluation all call `infer`, so a
 model is scored the same way everywhere; the tuner still sees validation only. TTA averages the logits of views of
-each image and changes only how a trained model is scored, never the training data.
+each image and changes only how a trained model is scored, never the training data: "mirror" and "mirror_translate"
+(airbench94's levels 1 and 2) for classes a mirror keeps, "translate" (level 2 without the mirror) for any.
 
     logits = infer(model, x, amp=False, tta="mirror_translate")      # float32 [N, classes]
 """
@@ -30,11 +31,21 @@ def _mirror_translate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (_mirror(model, x) + shifted)
 
 
+def _translate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    # airbench94's level 2 without its mirror, for classes a mirror changes (digits, text): the image's logits averaged
+    # with the mean of those of the image shifted one pixel up-left and one down-right (reflect padding)
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = 0.5 * (model(padded[..., :h, :w]) + model(padded[..., 2:h + 2, 2:w + 2]))
+    return 0.5 * (model(x) + shifted)
+
+
 # name -> (model, images [B, C, H, W]) -> logits [B, classes]
 TTA: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
     "none": lambda model, x: model(x),
     "mirror": _mirror,
     "mirror_translate": _mirror_translate,
+    "translate": _translate,
 }
 
 

@@ -1,5 +1,5 @@
 """How much does test-time augmentation add to a trained model? Each checkpoint scored on the test split under every
-TTA mode of trial.inference (none, mirror, mirror + translate), from the same weights.
+TTA mode of trial.inference (none, mirror, mirror + translate, translate), from the same weights.
 
     python -m experiments.studies.tta reports/fm-probe/a/seed0 reports/fm-probe/b/seed0 --data-dir ../shared/data
     python -m experiments.studies.tta runs/x/seed0/best.pt --modes none mirror --json tta.json

@@ -78,6 +78,16 @@ def experiment_env(tmp_path: Path, data_root: Path, protect: bool = True, **extr
     return env
 
 
+def own_record(exp: RunningExperiment, trial: dict) -> dict:
+    """What a trial received and trained with: its own trial.json (trial/adapter.py writes it)."""
+    return json.loads((exp.trial_dir(trial) / "trial.json").read_text())
+
+
+def recorded_parameters(trial: dict) -> dict:
+    """The parameter record NNI holds for a trial (REST trial-jobs: what the dashboard shows)."""
+    return json.loads(trial["hyperParameters"][0])
+
+
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

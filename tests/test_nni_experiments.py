@@ -16,7 +16,15 @@ import pytest
 import torch
 
 from tests import tiny_data
-from tests.nni_helpers import config_from, experiment_env, nnictl_path, running_experiment, write_config
+from tests.nni_helpers import (
+    config_from,
+    experiment_env,
+    nnictl_path,
+    own_record,
+    recorded_parameters,
+    running_experiment,
+    write_config,
+)
 from trial.config import params_digest
 
 pytestmark = [pytest.mark.nni,
@@ -32,15 +40,6 @@ def env(tmp_path):
     """nnictl's environment: tiny data, a private cache, no downloads. Local trials inherit it."""
     root = tiny_data.write_all(tmp_path / "data", n_train=TINY_DATA_TRAIN)
     return experiment_env(tmp_path, root)
-
-
-def own_record(exp, trial: dict) -> dict:
-    return json.loads((exp.trial_dir(trial) / "trial.json").read_text())
-
-
-def received_by_record(trial: dict) -> dict:
-    """What NNI's per-trial record (REST trial-jobs, the dashboard) says the trial received."""
-    return json.loads(trial["hyperParameters"][0])
 
 
 @pytest.mark.timeout(WAIT + 60, method="signal")
@@ -75,7 +74,7 @@ def test_tpe_trials_report_and_prove_their_parameters(tmp_path, env):
             assert params_digest(delivered[trial["trialJobId"]]["parameters"]) == digest
             # NNI 3.0's own per-trial record can name another parameter set under concurrency; pairing.js (loaded by
             # experiment_env, as by experiments.secure) makes it the trial's own
-            if params_digest(received_by_record(trial)["parameters"]) != digest:
+            if params_digest(recorded_parameters(trial)["parameters"]) != digest:
                 mispaired += 1
 
             saved = json.loads((exp.trial_dir(trial) / "config.json").read_text())
@@ -116,7 +115,7 @@ def test_fixed_hyperband_runs_to_its_end_with_budgets_as_epochs(tmp_path, env):
             assert finals[0]["parameterId"] == own["parameter_id"]             # ids like '0-1_0_2'
             assert params_digest(generated[own["parameter_id"]]) == own["params_digest"]
             assert delivered[trial["trialJobId"]]["parameter_id"] == own["parameter_id"]
-            if params_digest(received_by_record(trial)["parameters"]) != own["params_digest"]:
+            if params_digest(recorded_parameters(trial)["parameters"]) != own["params_digest"]:
                 mispaired += 1
             by_id[own["parameter_id"]] = (own["sampled_params"], final["default"])
             resumed[own["parameter_id"]] = final["resumed_from_epoch"]

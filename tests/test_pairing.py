@@ -22,11 +22,14 @@ from unittest import mock
 import pytest
 
 from experiments.launch import secure
+from experiments.results.export import END_STATES
 from tests import tiny_data
 from tests.nni_helpers import (
     config_from,
     experiment_env,
     nnictl_path,
+    own_record,
+    recorded_parameters,
     rest,
     running_experiment,
     wait_until,
@@ -36,23 +39,12 @@ from trial import adapter
 from trial.config import params_digest
 
 NO_TRAIN = "python -m experiments.studies.load_trial --dataset mnist --threads 1"
-END = ("SUCCEEDED", "FAILED", "USER_CANCELED", "EARLY_STOPPED", "SYS_CANCELED")
-
-
-def recorded(trial: dict) -> dict:
-    """The parameter record NNI holds for a trial (REST trial-jobs: what the dashboard shows)."""
-    return json.loads(trial["hyperParameters"][0])
-
-
-def own(exp, trial: dict) -> dict:
-    """What the trial itself received and trained with (its trial.json)."""
-    return json.loads((exp.trial_dir(trial) / "trial.json").read_text())
 
 
 def mispaired(exp, trials: list[dict]) -> list[str]:
     return [t["trialJobId"] for t in trials
-            if params_digest(recorded(t)["parameters"]) != own(exp, t)["params_digest"]
-            or recorded(t)["parameter_id"] != own(exp, t)["parameter_id"]]
+            if params_digest(recorded_parameters(t)["parameters"]) != own_record(exp, t)["params_digest"]
+            or recorded_parameters(t)["parameter_id"] != own_record(exp, t)["parameter_id"]]
 
 
 def without_pairing(env: dict) -> dict:
@@ -82,7 +74,7 @@ def test_every_trial_trains_the_parameters_nni_records_for_it(tmp_path, env):
         trials = exp.wait_for_trials(12, timeout=300)
         assert [t["status"] for t in trials] == ["SUCCEEDED"] * 12, exp.logs()
         assert mispaired(exp, trials) == []
-        ids = [own(exp, t)["parameter_id"] for t in trials]
+        ids = [own_record(exp, t)["parameter_id"] for t in trials]
         assert sorted(ids) == list(range(12))
         log = (exp.root / "log" / "nnictl_stderr.log").read_text(errors="replace")
         assert "pairing.js" not in log, log          # both patches found the NNI code they were written for
@@ -93,7 +85,7 @@ def test_every_trial_trains_the_parameters_nni_records_for_it(tmp_path, env):
 
 
 def ended(trials: list[dict], count: int) -> list[dict] | None:
-    return trials if len(trials) == count and all(t["status"] in END for t in trials) else None
+    return trials if len(trials) == count and all(t["status"] in END_STATES for t in trials) else None
 
 
 SLEEPY = """
@@ -145,7 +137,7 @@ def test_parameter_ids_go_on_after_resume(tmp_path, env, preload):
     finally:
         subprocess.run([nnictl_path(), "stop", exp.id], env=env, capture_output=True, timeout=120)
     assert [t["status"] for t in trials] == ["SUCCEEDED"] * 5
-    ids = sorted(own(exp, t)["parameter_id"] for t in trials)
+    ids = sorted(own_record(exp, t)["parameter_id"] for t in trials)
     if preload:
         assert ids == [0, 1, 2, 3, 4]
     else:

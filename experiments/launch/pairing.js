@@ -24,7 +24,6 @@
 // stderr (the experiment's log/nnictl_stderr.log). tests/test_pairing.py runs real experiments with and without it.
 'use strict';
 
-const crypto = require('crypto');
 const Module = require('module');
 const path = require('path');
 
@@ -36,35 +35,37 @@ function note(message) {
     process.stderr.write(`cnnsearch pairing.js: ${message}\n`);
 }
 
-// a trial id as NNI makes them (common/utils.js uniqueString(5): a letter, then four letters or digits)
-const LETTERS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
-const ALPHANUMERIC = LETTERS + '0123456789';
-
-function newTrialId(taken) {
-    for (;;) {
-        const bytes = crypto.randomBytes(5);
-        let id = LETTERS[bytes[0] % LETTERS.length];
-        for (let i = 1; i < 5; i++) {
-            id += ALPHANUMERIC[bytes[i] % ALPHANUMERIC.length];
-        }
-        if (!taken(id)) {
-            return id;
-        }
-    }
-}
-
-function pairParameters(V3asV1) {
-    const proto = V3asV1 && V3asV1.prototype;
+// proto[name] = make(original), once, if NNI's original still contains `shape` (the code the patch was written for)
+function replaceMethod(proto, name, shape, make) {
     if (!proto || patched.has(proto)) {
         return;
     }
     patched.add(proto);
-    const submit = proto.submitTrialJob;
-    if (typeof submit !== 'function' || typeof proto.schedule !== 'function' || !/form\.id && form\.envId/.test(submit)) {
-        note('NNI\'s V3asV1.submitTrialJob is not the one this preload knows: trial parameters left as NNI pairs them');
+    const original = proto[name];
+    if (typeof original !== 'function' || !shape.test(original)) {
+        note(`NNI's ${name} is not the one this preload knows: left as NNI has it`);
         return;
     }
-    proto.submitTrialJob = async function (form) {
+    proto[name] = make(original);
+}
+
+// NNI's own trial-id maker (common/utils.js uniqueString), resolved as `parent` (the module requiring compat) would
+function idMaker(parent) {
+    try {
+        const make = Module._load('common/utils', parent).uniqueString;
+        return typeof make === 'function' ? make : null;
+    } catch (error) {
+        return null;
+    }
+}
+
+// 1. a new trial is created under an id chosen first, with its parameters allocated to that id
+function pairParameters(V3asV1, uniqueString) {
+    if (uniqueString === null) {
+        note('NNI\'s common/utils uniqueString not found: trial parameters left as NNI pairs them');
+        return;
+    }
+    replaceMethod(V3asV1 && V3asV1.prototype, 'submitTrialJob', /form\.id && form\.envId/, submit => async function (form) {
         if (form.id && form.envId) {              // NNI's own resume of a recorded trial: already paired by id
             return submit.call(this, form);
         }
@@ -74,7 +75,10 @@ function pairParameters(V3asV1) {
             await new Promise(resolve => setTimeout(resolve, 1000));
             envId = this.schedule();
         }
-        const id = newTrialId(candidate => this.trialJobs[candidate] !== undefined);
+        let id = uniqueString(5);                 // a trial id as NNI's own training services make them
+        while (this.trialJobs[id] !== undefined) {
+            id = uniqueString(5);
+        }
         // allocated before the trial exists: its request for parameters can only be answered with its own
         this.allocatedParameters.set(id, form.hyperParameters.value);
         const trial = await submit.call(this, { ...form, id, envId });
@@ -83,21 +87,12 @@ function pairParameters(V3asV1) {
             note(`trial ${id} could not be created in ${envId}; NNI started ${trial.id} with its own pairing`);
         }
         return trial;
-    };
+    });
 }
 
+// 2. on resume the dispatcher learns every recorded trial's parameters and id, not only the re-run ones'
 function continueParameterIds(NNIManager) {
-    const proto = NNIManager && NNIManager.prototype;
-    if (!proto || patched.has(proto)) {
-        return;
-    }
-    patched.add(proto);
-    const recover = proto.addRecoveredTrialJob;
-    if (typeof recover !== 'function' || !/trialDataForResume/.test(recover)) {
-        note('NNI\'s NNIManager.addRecoveredTrialJob is not the one this preload knows: parameter ids left to NNI');
-        return;
-    }
-    proto.addRecoveredTrialJob = function (allTrialJobs) {
+    replaceMethod(NNIManager && NNIManager.prototype, 'addRecoveredTrialJob', /trialDataForResume/, recover => function (allTrialJobs) {
         const recovered = recover.call(this, allTrialJobs);
         let resumed;
         try {
@@ -122,7 +117,7 @@ function continueParameterIds(NNIManager) {
         }
         this.trialDataForResume = JSON.stringify(resumed);
         return recovered;                         // the count of trials to re-run is NNI's own
-    };
+    });
 }
 
 if (isManager) {
@@ -131,7 +126,7 @@ if (isManager) {
         const exported = load.apply(this, arguments);
         if (typeof request === 'string') {
             if (request.endsWith('v3/compat') && exported) {
-                pairParameters(exported.V3asV1);
+                pairParameters(exported.V3asV1, idMaker(arguments[1]));
             } else if (request === 'core/nnimanager' && exported) {
                 continueParameterIds(exported.NNIManager);
             }

@@ -9,8 +9,11 @@ tests/test_experiment_resume.py: after the resume, a trial with the parameters o
 
 How: on resume NNI calls `load_checkpoint`; it reads every parameter set the experiment submitted from NNI's own
 database (`<experiment>/db/nni.sqlite`, its TrialJobEvent records, opened read-only), and `import_data` adds the sets
-NNI passes with results. A draw equal to one of them is drawn again, so a seeded search resumes where it stopped:
-the same sets, in the same order, as one run without the stop. Draws stay NNI's (`suggest` and its formatting).
+NNI passes with results. A draw equal to one of them is drawn again, so a seeded search goes on with the sets one
+run without the stop would have drawn next (tests/test_nni_configs.py). Draws stay NNI's (`suggest` and its
+formatting). The database is read here, not through experiments.results.export: NNI loads this module from its
+codeDirectory in the dispatcher's process, where only NNI and the standard library can be relied on (as for
+fixed_tpe and fixed_hyperband).
 
 Experiment configs load it as a customized tuner (paths relative to the YAML, here one in nni_configs/):
 
